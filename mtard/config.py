@@ -1,0 +1,419 @@
+"""Training configuration: a dataclass tree loaded from YAML.
+
+One `TrainConfig` describes one training run completely. Every knob of the
+reference algorithm is a field whose default is the official value
+(`../shared/mtard_reference.md`); bundled configs in `mtard/configs/` override
+what a data set needs (e.g. ε on 8×8 digits).
+
+A search parameter is just a dotted path into this tree (`optim.lr`,
+`balance.tau_lr`, `teachers.robust`), so `set_path` is the only way a search
+changes a config, and it goes through the same type checks as YAML and `--set`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mtard.errors import MtardError
+
+DatasetName = Literal["digits", "cifar10", "cifar100"]
+MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
+AttackStart = Literal["method", "gaussian", "uniform", "zero"]
+Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+
+BUNDLED_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = "cifar10"
+    root: str = "data"  # CIFAR lives here in torchvision's layout
+    download: bool = True  # try to download CIFAR when missing (fails offline, clearly)
+    val_fraction: float = 0.1  # carved from the training set, seeded
+    split_seed: int = 0
+    batch_size: int = 128  # global: divided among Ray Train workers
+    augment: bool = True  # CIFAR: RandomCrop(32, 4) + flip; digits: none
+    num_workers: int = 0  # DataLoader worker processes per training worker
+
+
+@dataclass
+class StudentConfig:
+    arch: str = "resnet18"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = False
+    epochs: int = 300
+    milestones: list[int] = field(default_factory=lambda: [215, 260, 285])
+    gamma: float = 0.1  # lr multiplier at each milestone
+
+
+@dataclass
+class AttackConfig:
+    """The training-time attack (inner maximisation), L∞."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT/ARD uniform)
+    start: AttackStart = "method"
+
+
+@dataclass
+class BalanceConfig:
+    """MTARD's two controllers (B-MTARD defaults)."""
+
+    learn_temperature: bool = True  # False = the ECCV MTARD (τ fixed at the init values)
+    tau_nat_init: float = 1.0
+    tau_adv_init: float = 1.0
+    tau_lr: float = 1e-3
+    tau_min: float = 1.0
+    tau_max: float = 10.0
+    w_nat_init: float = 0.5
+    w_lr: float = 0.025
+    alpha: float = 1.0
+    decay_with_lr: bool = True  # tau_lr and w_lr are multiplied by optim.gamma at optim.milestones
+
+
+@dataclass
+class MethodConfig:
+    name: MethodName = "mtard"
+    kl_scale: float = 1.0  # official: 10 on CIFAR-100 (MTARD, RSLAD)
+    trades_beta: float = 6.0
+    ard_temperature: float = 30.0
+    ard_alpha: float = 1.0
+    rslad_adv_weight: float = 5 / 6  # the clean term gets 1 - this
+
+
+@dataclass
+class TeachersConfig:
+    clean: str = ""  # a name in the teacher catalog (distillation methods only)
+    robust: str = ""
+    catalog: str = ""  # "" = the catalog shipped with mtard
+
+
+@dataclass
+class EvalConfig:
+    """Per-epoch validation: clean accuracy and PGD accuracy ("SAT" setting by default)."""
+
+    eps: float = 8 / 255
+    pgd_steps: int = 20
+    pgd_step_size: float = 2 / 255
+    max_samples: int = 0  # 0 = the whole validation split
+    batch_size: int = 256
+
+
+@dataclass
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False  # autocast to bfloat16 on CUDA
+    channels_last: bool = False  # NHWC memory format on CUDA
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads per worker, 0 = torch's default
+    progress: bool = True
+
+
+@dataclass
+class ScalingConfig:
+    """Ray Train resources for one run (ignored by the plain single-process trainer)."""
+
+    workers: int = 1
+    gpus_per_worker: float = 0.0  # fractions allowed: several small students share a GPU
+    cpus_per_worker: float = 1.0
+    placement_strategy: Placement = "PACK"
+    accelerator_type: str = ""  # e.g. "A100"; "" = any
+    max_failures: int = 2  # worker-group restarts from the last checkpoint
+
+
+@dataclass
+class TrainConfig:
+    name: str = "train"
+    out_dir: str = "runs"  # results go to <out_dir>/<name>/
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# ---------------------------------------------------------------- typed conversion
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fraction(text: str) -> float | None:
+    """'8/255' -> 0.0313...: ε values are written that way in papers."""
+    num, sep, den = text.partition("/")
+    if not sep:
+        return None
+    try:
+        return float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert `value` to type `tp` or raise MtardError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise MtardError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except MtardError as err:
+                errors.append(str(err))
+        raise MtardError(errors[0])
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise MtardError(f"{where}: expected a list, got {value!r}")
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise MtardError(f"{where}: expected a mapping of fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise MtardError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise MtardError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out = float(value)
+        elif isinstance(value, str) and _fraction(value) is not None:
+            out = _fraction(value)
+        else:
+            raise MtardError(f"{where}: expected a number (e.g. 0.1 or 8/255), got {value!r}")
+        if not math.isfinite(out):
+            raise MtardError(f"{where}: must be finite, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise MtardError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug in this module
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys are rejected with the valid ones."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        prefix = "" if where == "config" else f"{where}."
+        raise MtardError(
+            f"unknown field {prefix}{unknown[0]} in {where}; valid fields: {', '.join(sorted(types_))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        path = name if where == "config" else f"{where}.{name}"
+        kwargs[name] = coerce(value, types_[name], path)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- dotted paths
+
+
+def get_path(cfg: Any, path: str) -> Any:
+    obj = cfg
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
+            raise MtardError(f"unknown config field {path!r}; see `mtard train --help-fields`")
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_path(cfg: Any, path: str, value: Any) -> None:
+    """Set a dotted field with the same type checks as YAML (in place)."""
+    *parents, leaf = path.split(".")
+    obj = cfg
+    for part in parents:
+        obj = get_path(obj, part)
+    if not dataclasses.is_dataclass(obj) or leaf not in _field_types(type(obj)):
+        raise MtardError(f"unknown config field {path!r}; see `mtard train --help-fields`")
+    setattr(obj, leaf, coerce(value, _field_types(type(obj))[leaf], path))
+
+
+def field_paths(cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:
+    """Every leaf field as 'a.b' -> type (for help text and search-space validation)."""
+    out: dict[str, Any] = {}
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(field_paths(tp, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = tp
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.lr=0.05' -> ('optim.lr', 0.05); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise MtardError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optim.lr=0.05")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+# ---------------------------------------------------------------- files
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A file path, or the name of a bundled config (`digits_mtard`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml")))
+    raise MtardError(f"config {str(name_or_path)!r} not found: give a YAML file path or a bundled config ({names})")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MtardError(f"{path}: malformed YAML{at}: {getattr(err, 'problem', err)}") from err
+    except OSError as err:
+        raise MtardError(f"cannot read {path}: {err.strerror}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MtardError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_raw(name_or_path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a config file, resolving `base:` (a path relative to the file, or a bundled name)."""
+    path = resolve_config_path(name_or_path).resolve()
+    if path in _seen:
+        raise MtardError(f"{path}: `base:` chain loops back to itself")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    candidate = path.parent / str(base)
+    base_ref = candidate if candidate.is_file() else str(base)
+    return _merge(load_raw(base_ref, _seen + (path,)), data)
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    cfg = config_from_dict(load_raw(name_or_path))
+    for text in overrides or []:
+        set_path(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return from_dict(TrainConfig, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check(ok: bool, field_path: str, message: str) -> None:
+    if not ok:
+        raise MtardError(f"{field_path}: {message}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Range checks that types cannot express; each names the field and the fix."""
+    _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1), e.g. 0.1")
+    _check(cfg.data.batch_size >= 1, "data.batch_size", "must be >= 1")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    _check(cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1")
+    _check(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
+    _check(0 < cfg.optim.gamma <= 1, "optim.gamma", "must be in (0, 1]")
+    _check(cfg.attack.eps >= 0, "attack.eps", "must be >= 0")
+    _check(cfg.attack.step_size > 0, "attack.step_size", "must be > 0")
+    _check(cfg.attack.steps >= 1, "attack.steps", "must be >= 1")
+    b = cfg.balance
+    _check(0 < b.tau_min <= b.tau_max, "balance.tau_min", "must satisfy 0 < tau_min <= tau_max")
+    for name in ("tau_nat_init", "tau_adv_init"):
+        value = getattr(b, name)
+        _check(b.tau_min <= value <= b.tau_max, f"balance.{name}", f"{value} is outside [tau_min, tau_max] = [{b.tau_min}, {b.tau_max}]")
+    _check(0 <= b.w_nat_init <= 1, "balance.w_nat_init", "must be in [0, 1]")
+    _check(b.tau_lr >= 0, "balance.tau_lr", "must be >= 0")
+    _check(b.w_lr >= 0, "balance.w_lr", "must be >= 0")
+    _check(b.alpha > 0, "balance.alpha", "must be > 0")
+    _check(cfg.method.kl_scale > 0, "method.kl_scale", "must be > 0")
+    _check(cfg.method.ard_temperature > 0, "method.ard_temperature", "must be > 0")
+    _check(0 <= cfg.method.rslad_adv_weight <= 1, "method.rslad_adv_weight", "must be in [0, 1]")
+    if cfg.method.name in ("ard", "rslad", "mtard"):
+        _check(bool(cfg.teachers.robust), "teachers.robust", f"method {cfg.method.name} needs a robust teacher; see `mtard teachers list`")
+    if cfg.method.name == "mtard":
+        _check(bool(cfg.teachers.clean), "teachers.clean", "method mtard needs a clean teacher; see `mtard teachers list`")
+    _check(cfg.eval.eps >= 0, "eval.eps", "must be >= 0")
+    _check(cfg.eval.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0")
+    _check(cfg.eval.max_samples >= 0, "eval.max_samples", "must be >= 0 (0 = whole split)")
+    s = cfg.scaling
+    _check(s.workers >= 1, "scaling.workers", "must be >= 1")
+    _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")
+    _check(s.gpus_per_worker <= 1 or float(s.gpus_per_worker).is_integer(), "scaling.gpus_per_worker", "above 1 it must be a whole number")
+    _check(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
+    _check(cfg.data.batch_size >= s.workers, "data.batch_size", f"is global and must be >= scaling.workers ({s.workers})")
