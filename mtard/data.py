@@ -1,0 +1,408 @@
+"""Data sets, the seeded train/val/test splits, and per-epoch loaders.
+
+Three data sets are supported:
+
+* ``digits`` — scikit-learn's 8×8 handwritten digits, bundled with scikit-learn, so
+  everything (tests, the quick-start, a laptop search) works offline.
+* ``cifar10`` / ``cifar100`` — read by torchvision from ``data.root`` in its usual
+  on-disk layout; downloaded only when ``data.download`` is true.
+
+Every item is ``(x, y)``: ``x`` a float32 C×H×W tensor in [0, 1] and ``y`` an integer
+class. Images are deliberately *not* mean/std normalised: the attacks clip to
+[0, 1] and ε is defined in pixel units, so normalisation belongs inside the model.
+
+The validation split is always carved from the training set (the test set is only
+for final reports, never for model selection), and it is never augmented so a
+trial's validation score does not depend on augmentation noise.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torchvision import datasets, transforms
+from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+
+from mtard.config import DataConfig
+from mtard.errors import MtardError
+
+__all__ = ["DatasetInfo", "Splits", "TransformSubset", "dataset_info", "epoch_loader", "load_splits"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a data set to be built for it."""
+
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+
+
+_INFO: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("digits", num_classes=10, channels=1, image_size=8),
+    "cifar10": DatasetInfo("cifar10", num_classes=10, channels=3, image_size=32),
+    "cifar100": DatasetInfo("cifar100", num_classes=100, channels=3, image_size=32),
+}
+
+# The digits test split is held out with a constant seed, independent of
+# data.split_seed: a search may vary split_seed, but every run must report on the
+# same test images or the final numbers are not comparable.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SEED = 0
+
+# Bounds a download attempt that hangs (e.g. a firewall dropping packets) instead
+# of failing; applies per socket operation, so a slow but live download still works.
+DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The shape facts of data set `name` (``digits``, ``cifar10`` or ``cifar100``)."""
+    try:
+        return _INFO[name]
+    except KeyError:
+        raise MtardError(
+            f"unknown data set {name!r}: set data.name to one of {', '.join(_INFO)}"
+        ) from None
+
+
+@dataclass
+class Splits:
+    """The three splits of one data set; only `train` is augmented."""
+
+    train: Dataset  # augmented if cfg.augment
+    val: Dataset  # carved from the training set, never augmented
+    test: Dataset  # never augmented; only for final reports
+    info: DatasetInfo
+
+
+class TransformSubset(Subset):
+    """A `Subset` that applies its own transform to the base data set's raw items.
+
+    Train and val are two views of one untransformed training set: they share its
+    storage (no copy of 50,000 images) while one view augments and the other does not.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any]) -> None:
+        super().__init__(dataset, indices)
+        self.transform = transform
+
+    def __getitem__(self, idx: int) -> tuple[Any, Any]:
+        x, y = self.dataset[self.indices[idx]]
+        return self.transform(x), y
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
+        # Subset.__getitems__ would bypass our transform through the base's batch path.
+        return [self[i] for i in indices]
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Build train/val/test for `cfg.name`, with the seeded validation split."""
+    info = dataset_info(cfg.name)
+    if not 0 < cfg.val_fraction < 1:
+        raise MtardError(f"data.val_fraction: must be in (0, 1), e.g. 0.1; got {cfg.val_fraction}")
+    if cfg.name == "digits":
+        return _digits_splits(cfg, info)
+    return _cifar_splits(cfg, info)
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _digits_splits(cfg: DataConfig, info: DatasetInfo) -> Splits:
+    """Digits in memory: fixed stratified test split, then a seeded stratified val split.
+
+    No augmentation, whatever cfg.augment says: on 8×8 images a 1-pixel shift is
+    an eighth of the digit and a horizontal flip changes its identity (2 vs 5), so
+    CIFAR-style crops and flips would corrupt the labels rather than regularise.
+    """
+    from sklearn.datasets import load_digits  # heavy import, only needed here
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)  # N×1×8×8 in [0, 1]
+    y = torch.from_numpy(digits.target).long()
+    base = TensorDataset(x, y)
+
+    labels = digits.target
+    rest, test = _stratified_split(
+        np.arange(len(labels)), labels, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, "the digits test split"
+    )
+    train, val = _stratified_split(rest, labels[rest], cfg.val_fraction, cfg.split_seed, "data.val_fraction")
+    return Splits(train=Subset(base, train), val=Subset(base, val), test=Subset(base, test), info=info)
+
+
+def _stratified_split(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str
+) -> tuple[list[int], list[int]]:
+    """Split `indices` into (keep, held_out) with every class in both parts, sorted."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        keep, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as err:
+        classes = len(np.unique(labels))
+        raise MtardError(
+            f"{what}: a fraction of {fraction} of {len(indices)} images cannot hold each of the "
+            f"{classes} classes on both sides ({err}); use a value between "
+            f"{classes / len(indices):.3f} and {1 - classes / len(indices):.3f}"
+        ) from err
+    # Sorted so the order of a split never depends on the splitter's shuffling.
+    return sorted(int(i) for i in keep), sorted(int(i) for i in held)
+
+
+# ---------------------------------------------------------------- CIFAR
+
+
+class _LocalFilesCheck:
+    """Replace torchvision's md5 checks by an existence check of every expected file.
+
+    torchvision re-hashes all batch files on every construction and refuses any file
+    whose md5 differs from the official one. That makes hand-built or re-packed copies
+    (including the tiny ones the tests generate) unusable and costs a full read of
+    ~170 MB per trial. Here the md5 of the archive is verified by torchvision at
+    download time only (`download_and_extract_archive(..., md5=tgz_md5)`); files
+    placed by hand are trusted as long as they are all present and unpickle.
+    """
+
+    root: str
+    base_folder: str
+    meta: dict[str, str]
+
+    def _check_integrity(self) -> bool:
+        return not _missing_files(type(self), Path(self.root))
+
+    def _load_meta(self) -> None:
+        path = Path(self.root, self.base_folder, self.meta["filename"])
+        with open(path, "rb") as infile:
+            data = pickle.load(infile, encoding="latin1")
+        self.classes = data[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class _CIFAR10(_LocalFilesCheck, datasets.CIFAR10):
+    pass
+
+
+class _CIFAR100(_LocalFilesCheck, datasets.CIFAR100):
+    pass
+
+
+@dataclass(frozen=True)
+class _CifarSpec:
+    title: str
+    dataset_cls: type[datasets.CIFAR10]
+    files_hint: str  # how the error message lists the extracted folder's contents
+
+
+_CIFAR: dict[str, _CifarSpec] = {
+    "cifar10": _CifarSpec("CIFAR-10", _CIFAR10, "data_batch_1..5, test_batch, batches.meta"),
+    "cifar100": _CifarSpec("CIFAR-100", _CIFAR100, "train, test, meta"),
+}
+
+
+def _cifar_splits(cfg: DataConfig, info: DatasetInfo) -> Splits:
+    """CIFAR train/val as two views of the training set, test as-is; only train augments."""
+    spec = _CIFAR[cfg.name]
+    root = Path(cfg.root)
+    _ensure_cifar_files(spec, root, cfg.download)
+    base_train = _open_cifar(spec, root, train=True, transform=None)  # raw PIL images
+    test = _open_cifar(spec, root, train=False, transform=transforms.ToTensor())
+
+    train_idx, val_idx = _random_split(len(base_train), cfg.val_fraction, cfg.split_seed)
+    plain = transforms.ToTensor()
+    train_tf = _cifar_augmentation() if cfg.augment else plain
+    return Splits(
+        train=TransformSubset(base_train, train_idx, train_tf),
+        val=TransformSubset(base_train, val_idx, plain),
+        test=test,
+        info=info,
+    )
+
+
+def _cifar_augmentation() -> transforms.Compose:
+    """The standard CIFAR augmentation of the adversarial-distillation papers."""
+    return transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    )
+
+
+def _random_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) index lists: a seeded random `fraction` of range(n) is val, both sorted.
+
+    Not stratified: CIFAR's classes are balanced and its val split holds thousands
+    of images, so every class is represented without the extra machinery.
+    """
+    n_val = round(fraction * n)
+    if not 0 < n_val < n:
+        raise MtardError(
+            f"data.val_fraction: {fraction} of {n} training images leaves an empty split; "
+            f"use a value between {1 / n:.4f} and {1 - 1 / n:.4f}"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _expected_files(cls: type[datasets.CIFAR10]) -> list[str]:
+    return [name for name, _md5 in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _missing_files(cls: type[datasets.CIFAR10], root: Path) -> list[str]:
+    folder = root / cls.base_folder
+    return [name for name in _expected_files(cls) if not (folder / name).is_file()]
+
+
+def _ensure_cifar_files(spec: _CifarSpec, root: Path, download: bool) -> None:
+    """Make the extracted folder complete: from a local archive, a download, or fail clearly.
+
+    The local checks come first so that a machine with the files never touches
+    the network, and an offline machine without them fails in seconds.
+    """
+    cls = spec.dataset_cls
+    if not _missing_files(cls, root):
+        return
+    archive = root / cls.filename
+    if archive.is_file():
+        _extract_local_archive(spec, archive, root)
+        if not _missing_files(cls, root):
+            return
+    problem = ""
+    if download:
+        problem = _try_download(cls, root)
+        if not _missing_files(cls, root):
+            return
+    raise MtardError(_not_found_message(spec, root, download, problem))
+
+
+def _extract_local_archive(spec: _CifarSpec, archive: Path, root: Path) -> None:
+    try:
+        extract_archive(str(archive), str(root))
+    except Exception as err:  # tarfile/gzip raise several unrelated types on a bad file
+        raise MtardError(
+            f"{spec.title} archive {archive} could not be extracted ({err}): delete it and place a "
+            f"fresh copy from {spec.dataset_cls.url}, or set data.root"
+        ) from err
+
+
+def _try_download(cls: type[datasets.CIFAR10], root: Path) -> str:
+    """Download and extract (md5-checked by torchvision); return '' or why it failed."""
+    archive = root / cls.filename
+    had_archive = archive.exists()
+    try:
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    except Exception as err:  # offline: URLError, timeouts, DNS, md5 mismatch, ...
+        if not had_archive and archive.exists():
+            archive.unlink()  # a partial download we wrote would be mistaken for the real file
+        return f"download from {cls.url} failed: {err}"
+    return ""
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _not_found_message(spec: _CifarSpec, root: Path, download: bool, problem: str) -> str:
+    cls = spec.dataset_cls
+    folder = root / cls.base_folder
+    details = []
+    if folder.is_dir():
+        details.append(f"missing in {folder}/: {', '.join(_missing_files(cls, root))}")
+    if problem:
+        details.append(problem)
+    why = f" ({'; '.join(details)})" if details else ""
+    fetch = "" if download else ", or set data.download=true on a machine with internet access"
+    return (
+        f"{spec.title} not found under {root}/{why}: place {cls.filename} from {cls.url} in {root}/ "
+        f"(or its extracted folder {folder}/ with {spec.files_hint}), or set data.root{fetch}"
+    )
+
+
+def _open_cifar(spec: _CifarSpec, root: Path, *, train: bool, transform: Callable | None) -> datasets.CIFAR10:
+    """Construct the torchvision data set, turning unreadable files into one clear error."""
+    try:
+        return spec.dataset_cls(root=str(root), train=train, transform=transform, download=False)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
+        folder = root / spec.dataset_cls.base_folder
+        raise MtardError(
+            f"{spec.title} files in {folder}/ could not be read ({type(err).__name__}: {err}): delete "
+            f"the folder and extract a fresh copy of {spec.dataset_cls.filename} from {spec.dataset_cls.url}"
+        ) from err
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def epoch_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A loader for one epoch of one rank: `batch_size` is per rank.
+
+    The order is a pure function of (seed, epoch) and the ranks get disjoint shards
+    (DistributedSampler), so a run restarted from a checkpoint at epoch k replays
+    exactly the batches it would have seen. DistributedSampler takes num_replicas and
+    rank explicitly, so no process group is needed for the single-process case.
+    Worker processes are seeded from (seed, epoch, rank) so random augmentation in
+    workers is reproducible too; with num_workers=0 augmentation draws from the
+    process's global torch RNG, which the caller seeds.
+    """
+    if batch_size < 1:
+        raise MtardError(
+            f"batch size per worker is {batch_size}: data.batch_size must be >= scaling.workers"
+        )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside [0, {world_size})")  # a caller bug, not user input
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,  # a fresh loader per epoch: persistent workers would leak
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(_mix_seed(seed, epoch, rank)),
+    )
+
+
+def _mix_seed(seed: int, epoch: int, rank: int) -> int:
+    """One well-spread 63-bit seed per (seed, epoch, rank); nearby inputs don't collide."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed Python and NumPy in a worker from its torch seed (DataLoader derives that one
+    from the loader's generator + worker id), for transforms that use those RNGs."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
