@@ -201,6 +201,10 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise MtardError(f"{where}: expected a list, got {value!r}")
         return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise MtardError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise MtardError(f"{where}: expected a mapping of fields, got {value!r}")

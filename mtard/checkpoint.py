@@ -1,0 +1,136 @@
+"""Checkpoint files: one format for students, teachers and resumable runs.
+
+A checkpoint is a plain dict saved with `torch.save` and always read back with
+`torch.load(..., weights_only=True)`: checkpoints are untrusted files (teachers
+are downloaded from the internet), and the weights-only unpickler cannot run code.
+So everything inside is tensors, numbers, strings, lists and dicts.
+
+    {"format": FORMAT,
+     "model": {"arch", "num_classes", "in_channels", "image_size", "dataset"},
+     "state_dict": {...},
+     ... run state when written by the trainer: "epoch", "optimizer", "balance",
+     "rng", "config", "metrics"}
+
+Foreign checkpoints (the TRADES/RSLAD WideResNet files) are bare state dicts; the
+teacher catalog supplies their architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtard.errors import MtardError
+
+FORMAT = "mtard-checkpoint-1"
+
+
+def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int, dataset: str) -> dict:
+    return {"arch": arch, "num_classes": num_classes, "in_channels": in_channels, "image_size": image_size, "dataset": dataset}
+
+
+def save(path: str | Path, payload: dict) -> None:
+    """Write atomically: a crash mid-write never destroys the previous good checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise MtardError(f"checkpoint {path} does not exist: check the path (or train it first)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise MtardError(
+            f"{path} is not a weights-only checkpoint (it would need to run code to load): "
+            f"re-save it as a plain state dict; torch said: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise MtardError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0]})") from err
+    if not isinstance(payload, dict):
+        raise MtardError(f"{path}: expected a dict (a state dict or an mtard checkpoint), got {type(payload).__name__}")
+    return payload
+
+
+def state_dict_of(payload: dict) -> dict[str, torch.Tensor]:
+    """The weights inside an mtard checkpoint or a foreign file (bare / {'state_dict': ...} / {'model': ...})."""
+    for key in ("state_dict", "model_state_dict", "model"):
+        inner = payload.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return {k: v for k, v in payload.items() if isinstance(v, torch.Tensor)}
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """DDP/DataParallel checkpoints name every key `module.…`."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _sample(keys: list[str], limit: int = 5) -> str:
+    more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, arch: str, source: str | Path) -> None:
+    """Strict load with a message that names the mismatch and the expected architecture."""
+    state_dict = strip_prefix(state_dict)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_sample(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_sample(unexpected)}")
+        raise MtardError(
+            f"{source} does not match architecture {arch!r} ({'; '.join(parts)}); "
+            f"set the right `arch` for this file (see `mtard teachers list`)"
+        )
+    wrong = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise MtardError(
+            f"{source} does not match architecture {arch!r}: {k} has shape {tuple(state_dict[k].shape)}, "
+            f"the model expects {tuple(expected[k].shape)} ({len(wrong)} tensors differ); "
+            f"check the architecture and the number of classes"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    from mtard.models import build_model
+
+    return build_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], image_size=spec["image_size"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model an mtard checkpoint records (architecture, classes) and load its weights (eval mode)."""
+    payload = read(path, map_location)
+    spec = payload.get("model")
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise MtardError(
+            f"{path} records no architecture (a bare state dict?): add it to the teacher catalog with its `arch`, "
+            f"or load it with mtard.checkpoint.load_weights(build_model(...), ...)"
+        )
+    model = build_from_spec(spec)
+    load_weights(model, state_dict_of(payload), arch=spec["arch"], source=path)
+    return model.eval()
+
+
+def spec_of(path: str | Path) -> dict[str, Any]:
+    spec = read(path).get("model")
+    if not isinstance(spec, dict):
+        raise MtardError(f"{path} records no model spec; it was not written by mtard")
+    return spec

@@ -1,0 +1,180 @@
+"""`mtard` command line: parsing and messages only; the work lives in the modules.
+
+Every user error (MtardError) prints one line and exits with status 2; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mtard.errors import MtardError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from mtard.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if args.name:
+        cfg.name = args.name
+    if args.out_dir:
+        cfg.out_dir = args.out_dir
+    for flag, path in (("workers", "workers"), ("gpus_per_worker", "gpus_per_worker")):
+        if getattr(args, flag) is not None:
+            setattr(cfg.scaling, path, getattr(args, flag))
+    if args.workers is None and args.address is None:
+        from mtard.loop import train_local
+
+        metrics = train_local(cfg, resume=args.resume)
+    else:
+        from mtard.distributed import train_distributed
+
+        metrics = train_distributed(cfg, address=args.address, storage=args.storage, resume=args.resume)
+    _print_final(cfg, metrics)
+
+
+def _print_final(cfg, metrics: dict) -> None:
+    e = cfg.eval
+    print(
+        f"{cfg.name}: epoch {metrics['epoch']}  val clean {metrics['val_clean_acc']:.4f}  "
+        f"val PGD-{e.pgd_steps} (eps={e.eps:.4g}, step={e.pgd_step_size:.4g}) {metrics['val_pgd_acc']:.4f}\n"
+        f"results in {cfg.run_dir}/ (config.yaml, metrics.jsonl, checkpoint.pt); "
+        f"tensorboard --logdir {cfg.run_dir}"
+    )
+
+
+def _help_fields(_args: argparse.Namespace) -> None:
+    from mtard.config import TrainConfig, field_paths, get_path
+
+    defaults = TrainConfig()
+    for path, tp in field_paths().items():
+        name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
+        print(f"{path:28s} {name:40.40s} default {get_path(defaults, path)!r}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from mtard.evaluate import DEFAULT_ATTACKS, evaluate_checkpoint, render_table, AttackResult
+
+    attacks = args.attacks.split(",") if args.attacks else DEFAULT_ATTACKS
+    report = evaluate_checkpoint(
+        args.checkpoint, split=args.split, attacks=attacks, eps=args.eps, data_root=args.data_root,
+        max_samples=args.max_samples, batch_size=args.batch_size, device=args.device, out=args.out,
+    )
+    print(render_table([AttackResult(**r) for r in report["results"]]))
+    print(f"written: {report['json']}")
+
+
+def _teachers_list(args: argparse.Namespace) -> None:
+    from mtard.teachers import checkpoint_path, load_catalog, sidecar
+
+    rows = []
+    for name, entry in sorted(load_catalog(args.catalog).items()):
+        side = sidecar(entry)
+        present = checkpoint_path(entry).is_file()
+        acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if side else "-"
+        state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
+        rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
+    header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+def _teachers_train(args: argparse.Namespace) -> None:
+    from mtard.teachers import checkpoint_path, get_entry, load_catalog, train_teacher
+
+    catalog = load_catalog(args.catalog)
+    for name in args.names:
+        entry = get_entry(catalog, name)
+        if checkpoint_path(entry).is_file() and not args.force:
+            print(f"{name}: already trained at {checkpoint_path(entry)} (use --force to retrain)")
+            continue
+        record = train_teacher(entry)
+        print(f"{name}: val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f} -> {checkpoint_path(entry)}")
+
+
+def _search(args: argparse.Namespace) -> None:
+    from mtard.search.run import run_search
+
+    run_search(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtard", description="MTARD training and accuracy-robustness search")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML file or bundled config name (e.g. digits_mtard)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. --set optim.lr=0.05")
+    p.add_argument("--name", help="run name (results in OUT_DIR/NAME)")
+    p.add_argument("--out-dir", help="parent directory of the run (default: runs)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--workers", type=int, help="train with Ray Train on N workers (DDP)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per Ray Train worker (fractions allowed)")
+    p.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); implies Ray Train")
+    p.add_argument("--storage", help="Ray Train storage path (local dir or s3://, gs://)")
+    p.add_argument("--help-fields", action="store_true", help="list every config field with its type and default")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="clean / FGSM / PGD / CW / AutoAttack table of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--attacks", help="comma-separated: clean,fgsm,pgd20_trades,pgd20_sat,cw,autoattack (default: all)")
+    p.add_argument("--eps", type=float, help="L∞ radius (default: the one the run validated with)")
+    p.add_argument("--data-root", help="where the data set lives (default: the run's data.root)")
+    p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N samples (0 = all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", help="JSON report path")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("teachers", help="the teacher catalog")
+    tsub = p.add_subparsers(dest="teachers_command", required=True)
+    t = tsub.add_parser("list", help="catalog entries, their state and validation accuracy")
+    t.add_argument("--catalog", default="", help="catalog YAML (default: the one shipped with mtard)")
+    t.set_defaults(func=_teachers_list)
+    t = tsub.add_parser("train", help="train teachers by their catalog recipes")
+    t.add_argument("names", nargs="+")
+    t.add_argument("--catalog", default="")
+    t.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    t.set_defaults(func=_teachers_train)
+
+    p = sub.add_parser("search", help="multi-objective Ray Tune + Optuna search (clean vs robust accuracy)")
+    p.add_argument("space", nargs="?", help="search space YAML (search_spaces/*.yaml)")
+    p.add_argument("--storage", help="experiment parent directory or s3:// URI (default: ./runs)")
+    p.add_argument("--name", help="experiment name (default: the space file's name)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search, e.g. runs/digits_tiny")
+    p.add_argument("--final-eval", action="store_true", help="afterwards, evaluate the front on the test split")
+    p.add_argument("--num-samples", type=int, help="override the space's num_samples")
+    p.set_defaults(func=_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        if args.help_fields:
+            args.func = _help_fields
+        elif not args.config:
+            parser.error("train: a CONFIG is required (a YAML file or a bundled name such as digits_mtard)")
+    try:
+        args.func(args)
+    except MtardError as err:
+        if args.debug:
+            raise
+        print(f"mtard: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtard: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

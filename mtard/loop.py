@@ -1,0 +1,256 @@
+"""The epoch loop, written once.
+
+`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`) and in every
+Ray Train worker (`mtard.distributed.RayContext`): the context is the only thing
+that knows about ranks, all-reduces, where checkpoints go and how metrics leave.
+
+Reproducibility: at the start of every epoch the RNGs are re-seeded from
+(seed, epoch, rank), and the data order is a function of (seed, epoch). So the
+whole random state at an epoch boundary is determined by those numbers, and a
+run resumed from its epoch-E checkpoint continues exactly as if never stopped,
+on any number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mtard import checkpoint as ckpt
+from mtard.attacks import pgd
+from mtard.config import TrainConfig, save_config, to_dict
+from mtard.data import Splits, epoch_loader, load_splits
+from mtard.errors import MtardError
+from mtard.methods import NEEDS_TEACHERS, Method, build_method, unwrap
+from mtard.models import build_model
+from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teacher
+
+
+class TrainingDiverged(MtardError):
+    """The loss became NaN/inf: the run stops, the last good checkpoint stays."""
+
+
+def resolve_device(preference: str) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise MtardError("runtime.device: cuda requested but no GPU is visible; use runtime.device=auto or cpu")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Epochs count from 1; the lr drops by `gamma` *after* each milestone epoch (official: after 215, 260, 285)."""
+    drops = sum(1 for m in cfg.optim.milestones if epoch > m)
+    return cfg.optim.lr * cfg.optim.gamma**drops
+
+
+def seed_everything(seed: int, epoch: int, rank: int) -> None:
+    # Distinct streams per (epoch, rank); attack noise differs between ranks like their data does.
+    value = (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
+    torch.manual_seed(value)
+    random.seed(value)
+
+
+class Context:
+    """What differs between a plain process and a Ray Train worker. This one is the plain process."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def all_reduce_mean(self, t: Tensor) -> Tensor:
+        return t
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        return t
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def latest_checkpoint(self) -> dict | None:
+        return None
+
+    def report(self, metrics: dict, payload: dict | None) -> None:
+        """Called by every rank once per epoch; `payload` is the checkpoint (rank 0 only)."""
+
+
+class LocalContext(Context):
+    """A plain process: checkpoint and metrics files under the run directory."""
+
+    def __init__(self, device: torch.device, run_dir: Path, *, resume: bool):
+        from mtard.logs import MetricsLog
+
+        super().__init__(device)
+        self.run_dir = run_dir
+        self.checkpoint = run_dir / "checkpoint.pt"
+        self.resume = resume
+        self.log = MetricsLog(run_dir)
+
+    def latest_checkpoint(self):
+        if not self.resume:
+            return None
+        if not self.checkpoint.is_file():
+            raise MtardError(f"--resume: no checkpoint at {self.checkpoint}; start without --resume")
+        return ckpt.read(self.checkpoint, self.device)
+
+    def report(self, metrics, payload):
+        if payload is not None:
+            ckpt.save(self.checkpoint, payload)
+        self.log.write(metrics)
+
+
+def build_teachers(cfg: TrainConfig, splits: Splits, device: torch.device) -> dict[str, nn.Module]:
+    roles = NEEDS_TEACHERS[cfg.method.name]
+    if not roles:
+        return {}
+    catalog = load_catalog(cfg.teachers.catalog)
+    names = [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in roles]
+    ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress)
+    info = splits.info
+    return {
+        role: load_teacher(get_entry(catalog, name), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
+        for (_, name), role in zip(names, roles)
+    }
+
+
+@torch.no_grad()
+def _count_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return (model(x).argmax(1) == y).sum()
+
+
+def validate(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
+    """Clean and PGD accuracy on (this rank's shard of) the validation split, summed over ranks."""
+    model.eval()
+    e = cfg.eval
+    val = splits.val
+    indices = range(min(len(val), e.max_samples) if e.max_samples else len(val))
+    shard = torch.utils.data.Subset(val, list(indices)[ctx.rank :: ctx.world_size])
+    loader = epoch_loader(shard, batch_size=e.batch_size, seed=0, epoch=0, shuffle=False)
+    totals = torch.zeros(3, device=ctx.device)  # clean correct, pgd correct, samples
+    torch.manual_seed(cfg.runtime.seed)  # the same PGD start every epoch: curves compare like with like
+    for x, y in loader:
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        with autocast:
+            totals[0] += _count_correct(model, x, y)
+            if e.pgd_steps > 0:
+                x_adv = pgd(model, x, y, eps=e.eps, step_size=e.pgd_step_size, steps=e.pgd_steps, start="uniform")
+                totals[1] += _count_correct(model, x_adv, y)
+        totals[2] += len(y)
+    totals = ctx.all_reduce_sum(totals)
+    n = max(totals[2].item(), 1.0)
+    return {"val_clean_acc": totals[0].item() / n, "val_pgd_acc": totals[1].item() / n if e.pgd_steps else float("nan")}
+
+
+def fit(cfg: TrainConfig, ctx: Context) -> dict:
+    """Train per `cfg`; report metrics (and a checkpoint) every epoch; return the last epoch's metrics."""
+    device = ctx.device
+    seed_everything(cfg.runtime.seed, 0, 0)  # identical initial weights on every rank
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    splits = load_splits(cfg.data)
+    info = splits.info
+    on_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if (cfg.runtime.channels_last and on_cuda) else torch.contiguous_format
+
+    student = build_model(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    student = ctx.prepare_model(student.to(memory_format=memory_format))
+    teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, device).items()}
+    method: Method = build_method(cfg, student, teachers, ctx.all_reduce_mean)
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.runtime.bf16 and on_cuda) else nullcontext()
+
+    start_epoch, metrics = 1, {}
+    state = ctx.latest_checkpoint()
+    if state is not None:
+        ckpt.load_weights(unwrap(student), state["state_dict"], arch=cfg.student.arch, source="the resumed checkpoint")
+        optimizer.load_state_dict(state["optimizer"])
+        method.load_state_dict(state["method"])
+        start_epoch, metrics = state["epoch"] + 1, state["metrics"]
+
+    per_rank_batch = cfg.data.batch_size // ctx.world_size  # data.batch_size is global
+    spec = ckpt.model_spec(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size, dataset=info.name)
+    for epoch in range(start_epoch, cfg.optim.epochs + 1):
+        seed_everything(cfg.runtime.seed, epoch, ctx.rank)
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if epoch - 1 in cfg.optim.milestones:
+            method.on_milestone(cfg.optim.gamma)  # official: the balance lrs decay with the lr
+
+        loader = epoch_loader(
+            splits.train, batch_size=per_rank_batch, seed=cfg.runtime.seed, epoch=epoch, rank=ctx.rank,
+            world_size=ctx.world_size, num_workers=cfg.data.num_workers, pin_memory=on_cuda,
+        )
+        student.train()
+        sums: dict[str, float] = defaultdict(float)
+        batches, samples, t0 = 0, 0, time.perf_counter()
+        for step, (x, y) in enumerate(_progress(loader, cfg, ctx, epoch)):
+            x = x.to(device, non_blocking=True).to(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast:
+                parts = method(x, y)
+            loss = parts["loss"]
+            # Checked on the all-reduced value so every rank stops at the same step.
+            loss_value = ctx.all_reduce_mean(loss.detach().float()).item()
+            if not math.isfinite(loss_value):
+                kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"training diverged: loss is {loss_value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
+                    f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key, value in parts.items():
+                sums[key] += float(value)
+            batches += 1
+            samples += len(y)
+        train_time = time.perf_counter() - t0
+
+        means = ctx.all_reduce_mean(torch.tensor([sums[k] / max(batches, 1) for k in sorted(sums)], device=device))
+        metrics = {"epoch": epoch, "lr": lr, **{k: v for k, v in zip(sorted(sums), means.tolist())}}
+        metrics.update(validate(unwrap(student), cfg, splits, ctx, autocast))
+        total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()
+        metrics.update(train_time_s=train_time, samples_per_s=total_samples / max(train_time, 1e-9))
+
+        payload = None
+        if ctx.rank == 0:
+            payload = {
+                "model": spec,
+                "state_dict": unwrap(student).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "method": method.state_dict(),
+                "epoch": epoch,
+                "rng": {"seed": cfg.runtime.seed, "scheme": "reseeded from (seed, epoch, rank) at each epoch start"},
+                "config": to_dict(cfg),
+                "metrics": metrics,
+            }
+        ctx.report(metrics, payload)
+    return metrics
+
+
+def _progress(loader, cfg: TrainConfig, ctx: Context, epoch: int):
+    if not cfg.runtime.progress or ctx.rank != 0:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"{cfg.name} epoch {epoch}/{cfg.optim.epochs}", leave=False, dynamic_ncols=True)
+
+
+def train_local(cfg: TrainConfig, *, resume: bool = False) -> dict:
+    """A plain single-process run: resolved config, metrics and checkpoint under `cfg.run_dir`."""
+    ctx = LocalContext(resolve_device(cfg.runtime.device), cfg.run_dir, resume=resume)
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    return fit(cfg, ctx)
