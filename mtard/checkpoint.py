@@ -43,6 +43,11 @@ def save(path: str | Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).splitlines()
+    return lines[0] if lines and lines[0] else type(err).__name__
+
+
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
@@ -52,10 +57,10 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     except pickle.UnpicklingError as err:
         raise MtardError(
             f"{path} is not a weights-only checkpoint (it would need to run code to load): "
-            f"re-save it as a plain state dict; torch said: {str(err).splitlines()[0]}"
+            f"re-save it as a plain state dict; torch said: {_first_line(err)}"
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise MtardError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0]})") from err
+    except Exception as err:  # garbage fails in many ways: KeyError (text), EOFError (empty), RuntimeError (truncated zip)
+        raise MtardError(f"{path} is not a readable PyTorch checkpoint ({_first_line(err)})") from err
     if not isinstance(payload, dict):
         raise MtardError(f"{path}: expected a dict (a state dict or an mtard checkpoint), got {type(payload).__name__}")
     return payload

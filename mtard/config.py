@@ -165,10 +165,16 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _fraction(text: str) -> float | None:
-    """'8/255' -> 0.0313...: ε values are written that way in papers."""
+    """'8/255' -> 0.0313...: ε values are written that way in papers.
+
+    Also '1e-4': YAML 1.1 (PyYAML) reads exponents without a dot as strings.
+    """
     num, sep, den = text.partition("/")
     if not sep:
-        return None
+        try:
+            return float(text)
+        except ValueError:
+            return None
     try:
         return float(num) / float(den)
     except (ValueError, ZeroDivisionError):
@@ -268,8 +274,10 @@ def set_path(cfg: Any, path: str, value: Any) -> None:
     """Set a dotted field with the same type checks as YAML (in place)."""
     *parents, leaf = path.split(".")
     obj = cfg
-    for part in parents:
-        obj = get_path(obj, part)
+    for part in parents:  # name the whole path in errors, not just the failing part
+        if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
+            raise MtardError(f"unknown config field {path!r}; see `mtard train --help-fields`")
+        obj = getattr(obj, part)
     if not dataclasses.is_dataclass(obj) or leaf not in _field_types(type(obj)):
         raise MtardError(f"unknown config field {path!r}; see `mtard train --help-fields`")
     setattr(obj, leaf, coerce(value, _field_types(type(obj))[leaf], path))

@@ -30,8 +30,10 @@ class MetricsLog:
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         new = not self.csv.exists()
+        # The first row fixes the columns; a later odd row (e.g. a divergence notice) keeps them.
+        fields = list(metrics) if new else self.csv.open().readline().strip().split(",")
         with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(metrics))
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(metrics)

@@ -36,6 +36,10 @@ from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teache
 class TrainingDiverged(MtardError):
     """The loss became NaN/inf: the run stops, the last good checkpoint stays."""
 
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
 
 def resolve_device(preference: str) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
@@ -76,6 +80,10 @@ class Context:
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device)
 
+    def once_per_node(self, fn) -> None:
+        """Run `fn` on one worker per machine while the others wait (e.g. training a missing teacher)."""
+        fn()
+
     def latest_checkpoint(self) -> dict | None:
         return None
 
@@ -108,16 +116,16 @@ class LocalContext(Context):
         self.log.write(metrics)
 
 
-def build_teachers(cfg: TrainConfig, splits: Splits, device: torch.device) -> dict[str, nn.Module]:
+def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, nn.Module]:
     roles = NEEDS_TEACHERS[cfg.method.name]
     if not roles:
         return {}
     catalog = load_catalog(cfg.teachers.catalog)
     names = [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in roles]
-    ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress)
+    ctx.once_per_node(lambda: ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress))
     info = splits.info
     return {
-        role: load_teacher(get_entry(catalog, name), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(device)
+        role: load_teacher(get_entry(catalog, name), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(ctx.device)
         for (_, name), role in zip(names, roles)
     }
 
@@ -163,7 +171,7 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
 
     student = build_model(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = ctx.prepare_model(student.to(memory_format=memory_format))
-    teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, device).items()}
+    teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, ctx).items()}
     method: Method = build_method(cfg, student, teachers, ctx.all_reduce_mean)
     optimizer = torch.optim.SGD(
         student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
@@ -208,13 +216,14 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
                 kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
                 raise TrainingDiverged(
                     f"training diverged: loss is {loss_value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
-                    f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers"
+                    f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers",
+                    epoch,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for key, value in parts.items():
-                sums[key] += float(value)
+                sums[key] += float(value.detach() if isinstance(value, Tensor) else value)
             batches += 1
             samples += len(y)
         train_time = time.perf_counter() - t0

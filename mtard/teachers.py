@@ -92,6 +92,7 @@ class FrozenTeacher(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model.eval()
+        self.training = False  # the wrapper reports eval mode too (train() below never changes it)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -146,7 +147,9 @@ def train_teacher(entry: TeacherEntry, *, progress: bool = True) -> dict:
     metrics = train_local(cfg, resume=False)
     path = checkpoint_path(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cfg.run_dir / "checkpoint.pt", path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(cfg.run_dir / "checkpoint.pt", tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
     record = {
         "teacher": entry.name,
         "sha256": sha256_of(path),

@@ -22,6 +22,7 @@ def test_registry_names() -> None:
         "resnet56",
         "small_cnn",
         "wrn16_2",
+        "wrn22_6",
         "wrn28_10",
         "wrn34_10",
     ]

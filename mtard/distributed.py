@@ -1,0 +1,201 @@
+"""Ray Train: one training run on N workers (DDP), on one machine or many.
+
+The epoch loop is `mtard.loop.fit`, unchanged; `RayContext` gives it ranks,
+all-reduces (torch.distributed, set up by Ray Train: gloo on CPU, NCCL on GPU),
+and checkpoints through `ray.train.report`. Only the student is wrapped in DDP;
+the frozen teachers run locally on every worker.
+
+`data.batch_size` is the *global* batch: each of N workers takes batch_size // N,
+so a run on 1 or N workers sees the same number of samples per optimizer step
+(the optimizer step is shared through DDP's gradient all-reduce).
+
+Re-creating a trainer with the same (storage path, name) resumes from its last
+checkpoint: that is how `--resume` works and how a search re-runs a trial.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mtard import checkpoint as ckpt
+from mtard.config import TrainConfig, config_from_dict, to_dict
+from mtard.errors import MtardError
+from mtard.loop import Context, TrainingDiverged, fit
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class RayContext(Context):
+    """The loop's view of one Ray Train worker."""
+
+    def __init__(self, log_dir: str | None = None):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.local_rank = context.get_local_rank()
+        super().__init__(ray.train.torch.get_device())
+        self.log = None
+        if log_dir and self.rank == 0:
+            from mtard.logs import MetricsLog
+
+            self.log = MetricsLog(Path(log_dir))
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return t
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def all_reduce_mean(self, t: Tensor) -> Tensor:
+        return t if self.world_size == 1 else self.all_reduce_sum(t) / self.world_size
+
+    def once_per_node(self, fn) -> None:
+        if self.local_rank == 0:
+            fn()
+        if self.world_size > 1:
+            dist.barrier()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        # DDP only for the student; with one worker there is nothing to synchronise.
+        return ray.train.torch.prepare_model(model, parallel_strategy="ddp" if self.world_size > 1 else None)
+
+    def latest_checkpoint(self) -> dict | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return ckpt.read(Path(directory) / CHECKPOINT_FILE, self.device)
+
+    def report(self, metrics: dict, payload: dict | None) -> None:
+        import ray.train
+
+        if self.log is not None:
+            self.log.write(metrics)
+        if payload is None:
+            ray.train.report(metrics)  # a barrier: every rank reports every epoch
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            ckpt.save(Path(directory) / CHECKPOINT_FILE, payload)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def train_fn_per_worker(config: dict) -> None:
+    """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
+    cfg = config_from_dict(config["cfg"])
+    ctx = RayContext(config.get("log_dir"))
+    try:
+        fit(cfg, ctx)
+    except TrainingDiverged as err:
+        # Divergence is deterministic: a worker restart would diverge again. Report it (every rank,
+        # so the report barrier matches) and end normally; the driver turns it into a failed run.
+        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}, None)
+
+
+def scaling_config(cfg: TrainConfig):
+    import ray.train
+
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker}
+    if s.gpus_per_worker:
+        resources["GPU"] = s.gpus_per_worker
+    return ray.train.ScalingConfig(
+        num_workers=s.workers,
+        use_gpu=s.gpus_per_worker > 0,
+        resources_per_worker=resources,
+        placement_strategy=s.placement_strategy,
+        accelerator_type=s.accelerator_type or None,
+    )
+
+
+def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None):
+    """A TorchTrainer for `cfg`; the same (storage, name) resumes the run from its last checkpoint."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "log_dir": log_dir},
+        scaling_config=scaling_config(cfg),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def storage_uri(storage: str | None, default: str | Path) -> str:
+    """Ray wants absolute local paths; URIs (s3://, gs://, ...) pass through."""
+    value = storage or str(default)
+    return value if "://" in value else os.path.abspath(value)
+
+
+def fit_trainer(trainer, storage: str):
+    """Run a trainer; turn Ray's failures into one actionable message."""
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as err:
+        text = str(err)
+        if "Unable to set up cluster storage" in text:
+            raise MtardError(
+                f"storage {storage} is not reachable from every node: give --storage a cloud URI "
+                f"(s3://bucket/prefix, gs://...) or a shared filesystem path mounted on all nodes"
+            ) from err
+        raise MtardError(f"training failed on a worker after {trainer.run_config.failure_config.max_failures} restarts: {text.strip().splitlines()[-1]}") from err
+
+
+def ensure_teachers_for(cfg: TrainConfig) -> None:
+    """Train missing auto-train teachers once, in the driver, before workers start."""
+    from mtard.methods import NEEDS_TEACHERS
+    from mtard.teachers import ensure_teachers, load_catalog
+
+    roles = NEEDS_TEACHERS[cfg.method.name]
+    if roles:
+        names = [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in roles]
+        ensure_teachers(load_catalog(cfg.teachers.catalog), names, cfg.data.name, progress=cfg.runtime.progress)
+
+
+def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: str | None = None, resume: bool = False) -> dict:
+    """`mtard train --workers N`: one Ray Train run; results under <storage>/<name>."""
+    import ray
+
+    from mtard.config import save_config
+    from mtard.logs import read_metrics
+
+    storage = storage_uri(storage, cfg.out_dir)
+    local = "://" not in storage
+    run_dir = Path(storage) / cfg.name if local else None
+    if local and not resume and (run_dir / "checkpoint_manager_snapshot.json").exists():
+        raise MtardError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --name")
+    if local:
+        save_config(cfg, run_dir / "config.yaml")
+    ensure_teachers_for(cfg)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=cfg.runtime.progress)
+    cfg.runtime.progress = False  # workers log through Ray; a progress bar per worker is noise
+    trainer = build_trainer(cfg, storage=storage, name=cfg.name, log_dir=str(run_dir) if local else None)
+    result = fit_trainer(trainer, storage)
+    # result.metrics holds only the last *checkpointed* report; rank 0's log has every epoch.
+    metrics = read_metrics(run_dir)[-1] if local else dict(result.metrics or {})
+    if metrics.get("diverged"):
+        raise MtardError(metrics["error"])
+    if result.checkpoint is not None:
+        metrics["checkpoint"] = str(Path(result.checkpoint.path) / CHECKPOINT_FILE)
+    return metrics

@@ -1,0 +1,262 @@
+"""Teacher catalog, safe loading, auto-training and the frozen wrapper."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_CLEAN, TINY_ROBUST
+from mtard import checkpoint as ckpt
+from mtard.errors import MtardError
+from mtard.models import build_model
+from mtard.teachers import (
+    FrozenTeacher,
+    checkpoint_path,
+    ensure_teachers,
+    get_entry,
+    load_catalog,
+    load_teacher,
+    recipe_config,
+    sha256_of,
+    sidecar,
+    train_teacher,
+)
+from mtard import teachers as teachers_mod
+
+DIGITS = dict(num_classes=10, in_channels=1, image_size=8)
+
+
+def write_catalog(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def one_entry_catalog(tmp_path: Path, checkpoint: Path, *, arch: str = "mlp", extra: str = "") -> dict:
+    path = write_catalog(
+        tmp_path / "one.yaml",
+        f"""\
+        foreign:
+          dataset: digits
+          arch: {arch}
+          role: robust
+          checkpoint: {checkpoint}
+          source: "https://example.org/teacher.pt"
+        {textwrap.indent(textwrap.dedent(extra), '  ')}""",
+    )
+    return load_catalog(path)
+
+
+def mlp(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("mlp", **DIGITS)
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+def test_default_catalog() -> None:
+    catalog = load_catalog()
+    for name in ("digits_cnn_clean", "digits_cnn_trades", "cifar10_wrn34_10_trades", "cifar10_resnet56_clean"):
+        assert catalog[name].name == name
+    assert catalog["digits_cnn_trades"].role == "robust" and catalog["digits_cnn_trades"].auto_train
+    assert catalog["cifar10_wrn34_10_trades"].arch == "wrn34_10" and not catalog["cifar10_wrn34_10_trades"].auto_train
+    # every recipe names a bundled config whose overrides are valid fields
+    for entry in catalog.values():
+        cfg = recipe_config(entry)
+        assert cfg.student.arch == entry.arch and cfg.data.name == entry.dataset, entry.name
+
+
+def test_relative_checkpoints_live_in_the_teacher_dir(teacher_dir: Path) -> None:
+    assert teachers_mod.teacher_dir() == teacher_dir  # the autouse fixture isolates every test
+    entry = load_catalog()["digits_cnn_clean"]
+    assert checkpoint_path(entry) == teacher_dir / "digits" / "cnn_clean.pt"
+
+
+def test_unknown_catalog_field_is_rejected(tmp_path: Path) -> None:
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        """\
+        t1:
+          dataset: digits
+          arch: mlp
+          role: clean
+          checkpoint: t1.pt
+          sha: abc
+        """,
+    )
+    with pytest.raises(MtardError) as err:
+        load_catalog(path)
+    msg = str(err.value)
+    assert "unknown field" in msg and "sha" in msg and "t1" in msg
+    assert "valid fields:" in msg and "sha256" in msg and "checkpoint" in msg
+
+
+def test_bad_catalog_values(tmp_path: Path) -> None:
+    bad_role = write_catalog(tmp_path / "a.yaml", "t: {dataset: digits, arch: mlp, role: teacher, checkpoint: t.pt}\n")
+    with pytest.raises(MtardError, match=r"t\.role: 'teacher' is not one of \['clean', 'robust'\]"):
+        load_catalog(bad_role)
+    not_mapping = write_catalog(tmp_path / "b.yaml", "t: just a string\n")
+    with pytest.raises(MtardError, match="must be a mapping"):
+        load_catalog(not_mapping)
+    missing_field = write_catalog(tmp_path / "c.yaml", "t: {dataset: digits, arch: mlp, role: clean}\n")
+    with pytest.raises((MtardError, TypeError)):  # no checkpoint given
+        load_catalog(missing_field)
+
+
+def test_unknown_teacher_lists_known_ones(tiny_catalog: Path) -> None:
+    catalog = load_catalog(tiny_catalog)
+    with pytest.raises(MtardError) as err:
+        get_entry(catalog, "tiny_cleen", field_path="teachers.clean")
+    msg = str(err.value)
+    assert msg.startswith("teachers.clean: unknown teacher 'tiny_cleen'")
+    assert f"{TINY_CLEAN}, {TINY_ROBUST}" in msg and "mtard teachers list" in msg
+    with pytest.raises(MtardError, match="unknown teacher"):
+        ensure_teachers(catalog, [("teachers.robust", "nope")], "digits")
+
+
+def test_wrong_dataset_and_wrong_role(tiny_catalog: Path, teacher_dir: Path) -> None:
+    catalog = load_catalog(tiny_catalog)
+    with pytest.raises(MtardError) as err:
+        ensure_teachers(catalog, [("teachers.robust", TINY_ROBUST)], "cifar10")
+    assert str(err.value).startswith("teachers.robust:") and "digits" in str(err.value) and "cifar10" in str(err.value)
+    with pytest.raises(MtardError) as err:
+        ensure_teachers(catalog, [("teachers.robust", TINY_CLEAN)], "digits")
+    assert str(err.value).startswith("teachers.robust:") and "is a clean teacher" in str(err.value)
+    with pytest.raises(MtardError, match="is a robust teacher"):
+        ensure_teachers(catalog, [("teachers.clean", TINY_ROBUST)], "digits")
+    assert not any(teacher_dir.rglob("*.pt")), "a rejected name must not trigger training"
+
+
+# ---------------------------------------------------------------- auto-training
+
+
+def test_auto_train_on_first_use_writes_checkpoint_and_sidecar(tiny_catalog: Path, teacher_dir: Path) -> None:
+    catalog = load_catalog(tiny_catalog)
+    entry = catalog[TINY_CLEAN]
+    path = checkpoint_path(entry)
+    assert path == teacher_dir / "tiny" / "clean.pt" and not path.exists()
+    ensure_teachers(catalog, [("teachers.clean", TINY_CLEAN)], "digits", progress=False)
+    assert path.is_file()
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record == sidecar(entry)
+    assert record["sha256"] == sha256_of(path) and len(record["sha256"]) == 64
+    assert record["teacher"] == TINY_CLEAN and record["method"] == "natural" and record["epochs"] == 1
+    assert 0.3 < record["val_clean_acc"] <= 1.0  # one epoch of an MLP on digits: well above chance
+    assert 0.0 <= record["val_pgd_acc"] <= record["val_clean_acc"]
+    assert ckpt.spec_of(path)["arch"] == "mlp"
+    teacher = load_teacher(entry, **DIGITS)
+    assert isinstance(teacher, FrozenTeacher)
+    # second use: nothing is retrained
+    stamp = path.stat().st_mtime_ns
+    ensure_teachers(catalog, [("teachers.clean", TINY_CLEAN)], "digits", progress=False)
+    assert path.stat().st_mtime_ns == stamp
+    assert not checkpoint_path(catalog[TINY_ROBUST]).exists()  # only what was asked for
+
+
+def test_sha256_mismatch_is_detected(trained_teachers: Path, tmp_path: Path) -> None:
+    entry = load_catalog(trained_teachers)[TINY_ROBUST]
+    original = checkpoint_path(entry)
+    load_teacher(entry, **DIGITS)  # the sidecar's sha256 matches
+    # A copy whose recorded hash (sidecar) no longer matches the bytes.
+    copy = tmp_path / "robust.pt"
+    copy.write_bytes(original.read_bytes())
+    side = json.loads(original.with_suffix(".json").read_text())
+    side["sha256"] = "0" * 64
+    copy.with_suffix(".json").write_text(json.dumps(side))
+    entry.checkpoint = str(copy)
+    with pytest.raises(MtardError) as err:
+        load_teacher(entry, **DIGITS)
+    assert "sha256" in str(err.value) and str(copy) in str(err.value)
+    # The catalog's own sha256 wins over the sidecar: the right one loads...
+    entry.sha256 = sha256_of(original)
+    load_teacher(entry, **DIGITS)
+    # ...and a changed file is caught.
+    copy.write_bytes(copy.read_bytes() + b"\0")
+    with pytest.raises(MtardError, match="sha256"):
+        load_teacher(entry, **DIGITS)
+
+
+def test_recipe_dataset_must_match_the_catalog(tmp_path: Path) -> None:
+    catalog = load_catalog(write_catalog(
+        tmp_path / "cat.yaml",
+        "x: {dataset: cifar10, arch: mlp, role: clean, checkpoint: x.pt, recipe: {config: digits, set: {method.name: natural}}}\n"
+        "y: {dataset: digits, arch: mlp, role: clean, checkpoint: y.pt}\n",
+    ))
+    with pytest.raises(MtardError, match="recipe trains on digits but the catalog says cifar10"):
+        train_teacher(catalog["x"], progress=False)
+    with pytest.raises(MtardError, match="has no recipe"):
+        train_teacher(catalog["y"], progress=False)
+
+
+# ---------------------------------------------------------------- loading files
+
+
+def test_foreign_bare_state_dict_with_module_prefix(tmp_path: Path) -> None:
+    model = mlp(3).eval()
+    path = tmp_path / "foreign.pt"
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, path)  # DataParallel-style bare dict
+    teacher = load_teacher(one_entry_catalog(tmp_path, path)["foreign"], **DIGITS)
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(teacher(x), model(x))
+
+
+def test_foreign_wrapped_state_dict(tmp_path: Path) -> None:
+    model = mlp(4).eval()
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 76, "best_acc": 0.5}, path)
+    teacher = load_teacher(one_entry_catalog(tmp_path, path)["foreign"], **DIGITS)
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(teacher(x), model(x))
+
+
+def test_teacher_of_the_wrong_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.pt"
+    torch.save(mlp().state_dict(), path)
+    with pytest.raises(MtardError) as err:
+        load_teacher(one_entry_catalog(tmp_path, path, arch="small_cnn")["foreign"], **DIGITS)
+    assert "'small_cnn'" in str(err.value) and "missing keys" in str(err.value)
+    with pytest.raises(MtardError, match=r"shape .*number of classes"):
+        load_teacher(one_entry_catalog(tmp_path, path)["foreign"], num_classes=5, in_channels=1, image_size=8)
+
+
+def test_missing_teacher_checkpoint_says_where_to_get_it(tmp_path: Path) -> None:
+    entry = one_entry_catalog(tmp_path, tmp_path / "absent.pt")["foreign"]
+    with pytest.raises(MtardError) as err:
+        load_teacher(entry, **DIGITS)
+    msg = str(err.value)
+    assert "absent.pt not found" in msg and "https://example.org/teacher.pt" in msg and "mtard teachers train foreign" in msg
+
+
+def test_code_executing_teacher_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pickled_module.pt"
+    torch.save(mlp(), path)  # a whole pickled nn.Module: loading it would run code
+    with pytest.raises(MtardError, match="weights-only"):
+        load_teacher(one_entry_catalog(tmp_path, path)["foreign"], **DIGITS)
+
+
+# ---------------------------------------------------------------- the frozen wrapper
+
+
+def test_frozen_teacher_stays_frozen() -> None:
+    torch.manual_seed(0)
+    net = build_model("small_cnn", **DIGITS)  # has BatchNorm: train mode would move its statistics
+    teacher = FrozenTeacher(net)
+    buffers = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert not teacher.training and not net.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    returned = teacher.train()
+    assert returned is teacher and not teacher.training and not net.training
+    wrapper = torch.nn.ModuleDict({"t": teacher})
+    wrapper.train()  # a parent module switching to train mode does not reach the teacher
+    assert not net.training and not teacher.training
+    x = torch.rand(8, 1, 8, 8, requires_grad=True)
+    out = teacher(x)
+    assert not out.requires_grad  # no graph through the teacher
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, buffers[k]), f"{k} changed in a teacher forward"
+    teacher.eval()
+    assert not teacher.training
