@@ -102,6 +102,18 @@ def _search(args: argparse.Namespace) -> None:
     run_search(args)
 
 
+def _evaluate_front(args: argparse.Namespace) -> None:
+    from mtard.search.review import evaluate_front, render_verified
+
+    attacks = args.attacks.split(",") if args.attacks else None
+    path = evaluate_front(
+        Path(args.exp_dir), attacks=attacks, max_samples=args.max_samples, device=args.device,
+        data_root=args.data_root, batch_size=args.batch_size,
+    )
+    print(render_verified(json.loads(path.read_text())))
+    print(f"written: {path} and {path.with_suffix('.csv')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtard", description="MTARD training and accuracy-robustness search")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -152,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-eval", action="store_true", help="afterwards, evaluate the front on the test split")
     p.add_argument("--num-samples", type=int, help="override the space's num_samples")
     p.set_defaults(func=_search)
+
+    p = sub.add_parser("evaluate-front", help="evaluate a search's Pareto front on the test split (full attack suite)")
+    p.add_argument("exp_dir", metavar="EXP_DIR", help="the search's experiment directory, e.g. runs/digits_tiny (holds pareto.json)")
+    p.add_argument("--attacks", help="comma-separated (default: clean,pgd20_sat,pgd20_trades,cw,autoattack)")
+    p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N test samples (0 = all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data-root", help="where the data set lives (default: each run's data.root)")
+    p.set_defaults(func=_evaluate_front)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The multi-objective search: space (YAML -> Optuna), run (Ray Tune driver), review (front, history, renderers)."""
