@@ -134,6 +134,7 @@ class ScalingConfig:
     cpus_per_worker: float = 1.0
     placement_strategy: Placement = "PACK"
     accelerator_type: str = ""  # e.g. "A100"; "" = any
+    resources: dict = field(default_factory=dict)  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
     max_failures: int = 2  # worker-group restarts from the last checkpoint
 
 

@@ -112,6 +112,7 @@ def scaling_config(cfg: TrainConfig):
     resources = {"CPU": s.cpus_per_worker}
     if s.gpus_per_worker:
         resources["GPU"] = s.gpus_per_worker
+    resources.update(s.resources)
     return ray.train.ScalingConfig(
         num_workers=s.workers,
         use_gpu=s.gpus_per_worker > 0,
