@@ -475,4 +475,4 @@ def evaluate_checkpoint(
     out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return report
+    return {**report, "json": str(out_path)}

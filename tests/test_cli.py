@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -206,3 +207,15 @@ def test_subprocess_exit_code_and_one_line_error(tmp_path: Path) -> None:
     proc = _mtard("--debug", "train", str(bad), cwd=tmp_path)
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr and "MtardError: unknown field optim.lrr" in proc.stderr
+
+
+def test_train_then_evaluate_prints_table_and_writes_json(capsys, tmp_path: Path) -> None:
+    code, _, _ = run_cli(capsys, "train", "digits", "--name", "ev", "--out-dir", str(tmp_path), *FAST)
+    assert code == 0
+    ckpt = tmp_path / "ev" / "checkpoint.pt"
+    code, out, err = run_cli(capsys, "evaluate", str(ckpt), "--split", "val", "--attacks", "clean,fgsm", "--max-samples", "32")
+    assert code == 0, err
+    assert "FGSM" in out and "written:" in out
+    report = json.loads((tmp_path / "ev" / "checkpoint.eval-val.json").read_text())
+    assert [r["attack"] for r in report["results"]] == ["clean", "fgsm"]
+    assert report["results"][1]["accuracy"] <= report["results"][0]["accuracy"]
