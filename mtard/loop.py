@@ -186,6 +186,7 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         method.load_state_dict(state["method"])
         start_epoch, metrics = state["epoch"] + 1, state["metrics"]
+    previous_time = metrics.get("time_in_epochs_s", 0.0)
 
     per_rank_batch = cfg.data.batch_size // ctx.world_size  # data.batch_size is global
     spec = ckpt.model_spec(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size, dataset=info.name)
@@ -232,7 +233,15 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
         metrics = {"epoch": epoch, "lr": lr, **{k: v for k, v in zip(sorted(sums), means.tolist())}}
         metrics.update(validate(unwrap(student), cfg, splits, ctx, autocast))
         total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()
-        metrics.update(train_time_s=train_time, samples_per_s=total_samples / max(train_time, 1e-9))
+        epoch_time = time.perf_counter() - t0  # training + validation
+        metrics.update(
+            train_time_s=train_time,
+            samples_per_s=total_samples / max(train_time, 1e-9),
+            epoch_time_s=epoch_time,
+            # Summed over the epochs of this run, across resumes: what a search's trial really trained for.
+            time_in_epochs_s=previous_time + epoch_time,
+        )
+        previous_time += epoch_time
 
         payload = None
         if ctx.rank == 0:

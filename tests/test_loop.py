@@ -16,7 +16,7 @@ from mtard.errors import MtardError
 from mtard.logs import read_metrics
 from mtard.loop import TrainingDiverged, lr_at, resolve_device, train_local
 
-TIMING = {"train_time_s", "samples_per_s"}
+TIMING = {"train_time_s", "samples_per_s", "epoch_time_s", "time_in_epochs_s"}
 
 
 def without_timing(metrics: dict) -> dict:
