@@ -12,6 +12,7 @@ rank (a plain process passes the identity).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -156,12 +157,16 @@ class MTARD(Method):
         kl_nat = scale * reference_kl(F.softmax(t_nat / tau_nat, 1), F.log_softmax(s_nat, 1))
 
         # Entropy-Based Balance: measured at the current τ, moves τ for the *next* step.
+        # A diverged student (NaN/inf inputs or logits) gives NaN statistics, which the balances
+        # rightly refuse: skip their update and let the loop see the non-finite loss (TrainingDiverged).
         if self.cfg.balance.learn_temperature:
             h_nat, h_adv = self.reduce_mean(self.entropy.entropies(t_nat, t_adv)).tolist()
-            self.entropy.update(h_nat, h_adv)
+            if math.isfinite(h_nat) and math.isfinite(h_adv):
+                self.entropy.update(h_nat, h_adv)
         # Normalization Loss Balance: moves w for *this* step; weights are plain numbers (no gradient).
         loss_nat, loss_adv = self.reduce_mean(torch.stack([kl_nat.detach(), kl_adv.detach()])).tolist()
-        self.weights.step(loss_nat, loss_adv)
+        if math.isfinite(loss_nat) and math.isfinite(loss_adv):
+            self.weights.step(loss_nat, loss_adv)
         w_adv, w_nat = self.weights.w_adv, self.weights.w_nat
         return {
             "loss": w_adv * kl_adv + w_nat * kl_nat,
