@@ -1,0 +1,29 @@
+"""The cloud workflow rehearsed on one machine: fake multi-node cluster, `ray job submit`, checks.
+
+`launch/rehearse.sh` does the real work and exits non-zero when any check fails (job status,
+pareto.csv written, trial workers on >= 2 fake worker nodes and never on the head, no leaked
+placement group). Two trials keep it to a few minutes; the four digits teachers are trained
+once, inside the submitted job, as a new user's first search would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_rehearsal_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "MTARD_TEACHERS": str(tmp_path / "teachers")}
+    proc = subprocess.run(
+        ["bash", "launch/rehearse.sh", "--space", "digits_tiny", "--timeout", "1200", "--", "--num-samples", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    tail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, tail
+    assert "pareto.csv" in proc.stdout + proc.stderr, tail
