@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mtard import attacks as _attacks
 from mtard.config import DataConfig, coerce, from_dict
 from mtard.errors import MtardError
+from mtard.loop import resolve_device
 
 __all__ = [
     "ATTACKS",
@@ -233,21 +234,6 @@ def check_attacks(names: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- evaluation
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' = CUDA when available, else CPU; anything else as torch reads it."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise MtardError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MtardError(f"device {device!r} requested but CUDA is not available: use --device cpu (or auto)")
-    return resolved
 
 
 def _collect(dataset: Dataset, max_samples: int, batch_size: int) -> tuple[Tensor, Tensor]:

@@ -41,12 +41,19 @@ class TrainingDiverged(MtardError):
         self.epoch = epoch
 
 
-def resolve_device(preference: str) -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise MtardError("runtime.device: cuda requested but no GPU is visible; use runtime.device=auto or cpu")
-    if preference == "auto":
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' = CUDA when available, else CPU; anything else as torch reads it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise MtardError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MtardError(f"device {device!r} requested but no GPU is visible: set runtime.device (or --device) to auto or cpu")
+    return resolved
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
