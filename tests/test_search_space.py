@@ -226,6 +226,11 @@ def test_resources_and_budget() -> None:
     fails(space_with(resources={"gpus": 1}), "resources", "'gpus'")
     fails(space_with(resources={"gpus_per_worker": 1.5}), "resources.gpus_per_worker", "whole number")
     fails(space_with(resources={"workers": 0}), "resources.workers")
+    fails(space_with(resources={"custom": {"GPU": 1}}), "resources.custom.GPU")
+    fails(space_with(set={"scaling.resources": {"FAKE_GPU": 1}}), "set.scaling.resources", "custom")
+    space = parse(space_with(resources={"custom": {"FAKE_GPU": 1}}, set={"scaling.max_failures": 0}))
+    cfg = space.fixed_config()
+    assert cfg.scaling.resources == {"FAKE_GPU": 1.0} and cfg.scaling.max_failures == 0
     fails(space_with(budget={"epochs": 0}), "budget.epochs")
     fails(space_with(budget={"epochs": 2, "time_budget_s": -1}), "budget.time_budget_s")
     fails(space_with(num_samples=0), "num_samples")

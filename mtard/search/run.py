@@ -39,9 +39,15 @@ Decisions worth knowing:
   Optuna trial), run a new search to retry them. The searcher (and its Optuna study in
   study.db) comes back from Tune's state; `TUNE_GLOBAL_CHECKPOINT_S=2` keeps that state
   fresh. A trial whose Train run had already finished all its epochs when the driver died
-  is reported from its last checkpoint without training. Optuna trials left RUNNING by a
-  crash (asked, but never recorded in Tune's state) are marked FAIL at the end.
-  records.jsonl is deduplicated by trial id (last line wins).
+  is reported from its last checkpoint without training (and its identical record is not
+  appended again). Optuna trials left RUNNING by a crash (asked, but never recorded in
+  Tune's state) are marked FAIL at the end. records.jsonl is read deduplicated by trial id
+  (last line wins).
+* Ray. `--address` (or $RAY_ADDRESS, as in a `ray job submit` job) joins that cluster;
+  otherwise a new local Ray starts (`address="local"`: never another cluster found on the
+  machine) and stops at the end. Trial drivers are reused between trials (`reuse_actors`):
+  one process per concurrent slot imports torch once. Tune's console output is the legacy
+  reporter at verbose=0 (quiet); the `[search]` lines are the live view.
 * Cloud storage (s3://, gs://): Tune and Train write there directly; the driver-side files
   (study.db, records.jsonl, the review) live in ~/.cache/mtard/searches/<name>
   ($MTARD_SEARCH_CACHE) and are copied to <storage>/<name>/ after every trial.
@@ -155,13 +161,15 @@ class ExperimentFiles:
 
         try:
             fs, root = pyarrow.fs.FileSystem.from_uri(self.remote)
+            fs.create_dir(root, recursive=True)  # a no-op on object stores; needed for file://
             local = pyarrow.fs.LocalFileSystem()
-            for n in names:
-                if (self.local / n).is_file():
-                    pyarrow.fs.copy_files(str(self.local / n), f"{root}/{n}", source_filesystem=local, destination_filesystem=fs)
-            for d in dirs:
-                if (self.local / d).is_dir():
-                    pyarrow.fs.copy_files(str(self.local / d), f"{root}/{d}", source_filesystem=local, destination_filesystem=fs)
+            paths = [self.local / n for n in names if (self.local / n).is_file()]
+            paths += [f for d in dirs if (self.local / d).is_dir() for f in sorted((self.local / d).rglob("*")) if f.is_file()]
+            for path in paths:
+                rel = path.relative_to(self.local).as_posix()
+                if "/" in rel:
+                    fs.create_dir(f"{root}/{rel.rsplit('/', 1)[0]}", recursive=True)
+                pyarrow.fs.copy_files(str(path), f"{root}/{rel}", source_filesystem=local, destination_filesystem=fs)
         except Exception as err:  # an upload hiccup must not kill the search: the next push retries
             print(f"[search] warning: could not copy results to {self.remote}: {err}", file=sys.stderr)
 
@@ -173,12 +181,21 @@ class ExperimentFiles:
 
         fs, root = pyarrow.fs.FileSystem.from_uri(self.remote)
         self.local.mkdir(parents=True, exist_ok=True)
-        for n in self.FILES:
-            if not (self.local / n).exists():
-                try:
-                    pyarrow.fs.copy_files(f"{root}/{n}", str(self.local / n), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
-                except (FileNotFoundError, OSError):
-                    pass
+        local = pyarrow.fs.LocalFileSystem()
+        wanted = [f"{root}/{n}" for n in self.FILES]
+        try:  # the review's TensorBoard run and its state, so its curves continue
+            wanted += [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/review", recursive=True)) if i.is_file]
+        except (FileNotFoundError, OSError):
+            pass
+        for remote in wanted:
+            target = self.local / remote[len(root) + 1:]
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                pyarrow.fs.copy_files(remote, str(target), source_filesystem=fs, destination_filesystem=local)
+            except (FileNotFoundError, OSError):
+                pass
 
 
 # ---------------------------------------------------------------- records
@@ -203,8 +220,13 @@ def read_records(path: Path) -> list:
 
 def append_record(path: Path, record) -> None:
     line = json.dumps(_json_safe(record.to_dict()), ensure_ascii=False)
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"  # a crash mid-write: start on a fresh line
     with open(path, "a") as f:
-        f.write(line + "\n")
+        f.write(("\n" if torn else "") + line + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -441,6 +463,8 @@ def driver_resources(capacity: dict[str, float]) -> dict[str, float]:
 def trial_demand(space: SearchSpace, driver: dict[str, float]) -> dict[str, float]:
     r = space.resources
     demand = {"CPU": r["workers"] * r["cpus_per_worker"] + driver.get("CPU", 0), "GPU": r["workers"] * r["gpus_per_worker"]}
+    for name, amount in r["custom"].items():
+        demand[name] = demand.get(name, 0) + r["workers"] * amount
     demand.update({k: v for k, v in driver.items() if k != "CPU"})
     return {k: v for k, v in demand.items() if v > 0}
 
@@ -448,9 +472,9 @@ def trial_demand(space: SearchSpace, driver: dict[str, float]) -> dict[str, floa
 def plan_concurrency(space: SearchSpace, capacity: dict[str, float], shapes: list[dict[str, float]], driver: dict[str, float]) -> int:
     """Check one trial fits the cluster; return how many run at once."""
     r = space.resources
-    worker = {"CPU": r["cpus_per_worker"], "GPU": r["gpus_per_worker"]}
+    worker = {"CPU": r["cpus_per_worker"], "GPU": r["gpus_per_worker"], **r["custom"]}
     worker = {k: v for k, v in worker.items() if v > 0}
-    have = ", ".join(f"{k} {v:g}" for k, v in sorted(capacity.items()) if k in ("CPU", "GPU")) or "nothing"
+    have = ", ".join(f"{k} {v:g}" for k, v in sorted(capacity.items()) if k in ("CPU", "GPU", *r["custom"])) or "nothing"
     if shapes and not any(all(s.get(k, 0) + 1e-9 >= v for k, v in worker.items()) for s in shapes):
         raise MtardError(
             f"resources: no node can hold one worker ({', '.join(f'{k} {v:g}' for k, v in worker.items())}); "
@@ -596,6 +620,7 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     # The dashboard (State API) is what frees the placement groups of trials Tune stops; only a
     # time budget stops trials here, so it only starts then (it costs memory and start-up time).
     ray.init(
+        address="local",  # a new local Ray: never join another cluster found on this machine
         resources={DRIVER_RESOURCE: LOCAL_DRIVER_UNITS},
         include_dashboard=space.budget["time_budget_s"] is not None,
         **quiet,

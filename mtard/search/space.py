@@ -18,6 +18,7 @@ resources:                    # per trial (its Ray Train worker group)
   cpus_per_worker: 1
   gpus_per_worker: 0          # fractions allowed (0.5: two trials share a GPU)
   accelerator_type: ""        # e.g. A100; "" = any
+  custom: {}                  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
 budget:
   epochs: <base optim.epochs> # every trial trains this many epochs (sets optim.epochs)
   scale_milestones: false     # true: scale optim.milestones by epochs / base epochs (proxy budgets)
@@ -77,19 +78,20 @@ TOP_KEYS = (
     "base", "set", "objectives", "sampler", "num_samples", "max_concurrent",
     "resources", "budget", "enqueue_defaults", "space",
 )
-RESOURCE_KEYS = {"workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str}
+RESOURCE_KEYS = {"workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str, "custom": dict}
 BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s")
 # Metrics every trial reports every epoch (mtard.loop.fit).
 KNOWN_METRICS = ("val_clean_acc", "val_pgd_acc", "loss", "train_time_s", "samples_per_s", "lr")
 DEFAULT_OBJECTIVES = ({"metric": "val_clean_acc", "direction": "max"}, {"metric": "val_pgd_acc", "direction": "max"})
 
 # Fields the search itself owns: where to set them instead.
+_USE_RESOURCES = "use `resources:` (workers, cpus_per_worker, gpus_per_worker, accelerator_type, custom)"
 OWNED = {
     "name": "the experiment is named by --name; trials by their id",
     "out_dir": "results go to --storage",
     "optim.epochs": "use budget.epochs",
+    **{f"scaling.{k}": _USE_RESOURCES for k in ("workers", "cpus_per_worker", "gpus_per_worker", "accelerator_type", "resources")},
 }
-OWNED_PREFIXES = {"scaling.": "use `resources:` (workers, cpus_per_worker, gpus_per_worker)"}
 # Fields that define what the objectives measure: fixed for a whole search (`set` is fine).
 NOT_SEARCHABLE_PREFIXES = ("eval.",)
 NOT_SEARCHABLE = ("data.name", "data.val_fraction", "data.split_seed", "teachers.catalog", "data.root")
@@ -238,6 +240,7 @@ class SearchSpace:
         cfg.scaling.cpus_per_worker = float(r["cpus_per_worker"])
         cfg.scaling.gpus_per_worker = float(r["gpus_per_worker"])
         cfg.scaling.accelerator_type = str(r["accelerator_type"])
+        cfg.scaling.resources = dict(r["custom"])
         return cfg
 
     def trial_config(self, params: dict, *, name: str = "trial") -> TrainConfig:
@@ -401,9 +404,6 @@ def _check_writable_path(path: str, where: str) -> None:
         raise MtardError(f"{where}: unknown config field {path!r}; see `mtard train --help-fields`")
     if path in OWNED:
         raise MtardError(f"{where}: {path} is set by the search ({OWNED[path]})")
-    for prefix, why in OWNED_PREFIXES.items():
-        if path.startswith(prefix):
-            raise MtardError(f"{where}: {path} is set by the search ({why})")
 
 
 def _parse_set(data: dict, base_cfg: TrainConfig) -> dict:
@@ -469,6 +469,7 @@ def _parse_resources(data: dict, base_cfg: TrainConfig) -> dict:
     out = {
         "workers": s.workers, "cpus_per_worker": s.cpus_per_worker,
         "gpus_per_worker": s.gpus_per_worker, "accelerator_type": s.accelerator_type,
+        "custom": dict(s.resources),
     }
     for key, tp in RESOURCE_KEYS.items():
         if key in data:
@@ -477,6 +478,13 @@ def _parse_resources(data: dict, base_cfg: TrainConfig) -> dict:
         raise MtardError(f"resources.workers: must be >= 1, got {out['workers']}")
     if out["cpus_per_worker"] <= 0:
         raise MtardError(f"resources.cpus_per_worker: must be > 0, got {out['cpus_per_worker']}")
+    for name, amount in out["custom"].items():
+        if name in ("CPU", "GPU"):
+            raise MtardError(f"resources.custom.{name}: use resources.{name.lower()}s_per_worker")
+        amount = _number(amount, f"resources.custom.{name}")
+        if amount <= 0:
+            raise MtardError(f"resources.custom.{name}: must be > 0, got {amount}")
+        out["custom"][name] = amount
     g = out["gpus_per_worker"]
     if g < 0 or (g > 1 and not float(g).is_integer()):
         raise MtardError(f"resources.gpus_per_worker: must be >= 0, and a whole number above 1 (got {g})")
