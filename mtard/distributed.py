@@ -135,6 +135,8 @@ def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list 
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            # Resuming needs only the latest checkpoint; keeping all would cost GBs per CIFAR trial.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
         ),
     )
