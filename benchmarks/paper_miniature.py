@@ -96,13 +96,13 @@ def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * m:.{digits}f}" if math.isnan(s) else f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
 
 
-def eval_teachers(cfg, device: torch.device) -> list[dict]:
-    """Each teacher of `cfg`, evaluated with the students' validation attack on the same split."""
+def eval_teachers(cfg, roles: list[str], device: torch.device) -> list[dict]:
+    """The teachers of `cfg` in `roles`, evaluated with the students' validation attack on the same split."""
     catalog = load_catalog(cfg.teachers.catalog)
     splits = load_splits(cfg.data)
     info = splits.info
     out = []
-    for role in ("clean", "robust"):
+    for role in roles:
         name = getattr(cfg.teachers, role)
         entry = get_entry(catalog, name)
         frozen = load_teacher(entry, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
@@ -137,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MTARD_TEACHERS"] = tmp.name
 
     base = load_config(args.config)
-    probe = load_config(args.config, build_overrides(args, "mtard", args.seeds[0], base.optim.epochs, base.optim.milestones))
+    probe = load_config(args.config, build_overrides(args, args.methods[0], args.seeds[0], base.optim.epochs, base.optim.milestones))
+    roles = [r for r in ("clean", "robust") if any(r in NEEDS_TEACHERS[m] for m in args.methods)]
     e, o = probe.eval, probe.optim
     attack_name = f"PGD-{e.pgd_steps} (L∞ ε={e.eps:g}, step {e.pgd_step_size:g}, uniform start)"
+    n_val = len(load_splits(probe.data).val)
+    args.n_val = min(n_val, e.max_samples) if e.max_samples else n_val
     print(f"# MTARD paper in miniature — config {args.config}: student {probe.student.arch}, {o.epochs} epochs "
           f"(milestones {o.milestones}), lr {o.lr:g}, batch {probe.data.batch_size}, train attack ε={probe.attack.eps:g} "
           f"{probe.attack.steps}×{probe.attack.step_size:g}; seeds {args.seeds}; torch {torch.__version__}, "
@@ -151,13 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(probe.runtime.threads)  # also for the teachers' training below
     # Teachers first (trained here if missing), so their time is not charged to the first student.
     catalog = load_catalog(probe.teachers.catalog)
+    names = [(f"teachers.{r}", getattr(probe.teachers, r)) for r in roles]
+    for field, name in names:
+        if not name:
+            ap.error(f"{field} is empty but {', '.join(args.methods)} needs it; pass --set {field}=NAME")
     t0 = time.perf_counter()
-    missing = [n for n in (probe.teachers.clean, probe.teachers.robust) if not checkpoint_path(get_entry(catalog, n)).is_file()]
-    ensure_teachers(catalog, [("teachers.clean", probe.teachers.clean), ("teachers.robust", probe.teachers.robust)], probe.data.name, progress=False)
+    missing = [n for _, n in names if not checkpoint_path(get_entry(catalog, n)).is_file()]
+    ensure_teachers(catalog, names, probe.data.name, progress=False)
     if missing:
-        print(f"# trained teachers {missing} in {time.perf_counter() - t0:.0f} s")
+        print(f"# trained teachers {missing} in {time.perf_counter() - t0:.0f} s (wall)")
     device = resolve_device(probe.runtime.device)
-    teachers = eval_teachers(probe, device)
+    teachers = eval_teachers(probe, roles, device)
 
     results: dict[str, list[dict]] = {}
     for method in args.methods:
@@ -199,15 +206,17 @@ def main(argv: list[str] | None = None) -> int:
 def table(results: dict[str, list[dict]], teachers: list[dict], cfg, attack_name: str, args) -> list[str]:
     n = len(args.seeds)
     cell = f"mean ± sample std over {n} seeds {args.seeds}" if n > 1 else f"one seed ({args.seeds[0]}), no spread"
-    val_n = "validation split"
+    val_n = f"{args.n_val} validation images"
     lines = [f"Students ({cfg.student.arch}, {cfg.optim.epochs} epochs; {val_n}, last epoch; {cell}); attack: {attack_name}", ""]
-    lines.append("| method | teachers | val clean acc (%) | val PGD acc (%) | mean (%) | training time (s) |")
+    lines.append("| method | teachers | val clean acc (%) | val PGD acc (%) | mean (%) | training time (s, train loops only) |")
     lines.append("|---|---|---|---|---|---|")
     for method, recs in results.items():
         roles = NEEDS_TEACHERS[method]
         used = ", ".join(f"{r}={getattr(cfg.teachers, r)}" for r in roles) or "—"
         lines.append(f"| {method} | {used} | {fmt([r['clean'] for r in recs])} | {fmt([r['pgd'] for r in recs])} | "
                      f"{fmt([(r['clean'] + r['pgd']) / 2 for r in recs])} | {fmt([r['train_time_s'] for r in recs], 1.0, 0)} |")
+    if not teachers:
+        return lines + _checks(results)
     lines += ["", "Teachers (evaluated here with the same attack on the same validation split):", ""]
     lines.append("| role | name | arch | recipe | val clean acc (%) | val PGD acc (%) |")
     lines.append("|---|---|---|---|---|---|")
@@ -221,7 +230,11 @@ def table(results: dict[str, list[dict]], teachers: list[dict], cfg, attack_name
         state = ", ".join(f"{k} {fmt([f[k] for f in fin], 1.0, 3)}" for k in keys)
         lines += ["", f"MTARD balance state, last-epoch means: {state}"]
 
-    lines += ["", "Checks:"]
+    return lines + _checks(results)
+
+
+def _checks(results: dict[str, list[dict]]) -> list[str]:
+    lines = ["", "Checks:"]
     get = lambda m, k: mean_std([r[k] for r in results[m]])[0] if m in results else float("nan")  # noqa: E731
     if "natural" in results:
         lines.append(f"- natural student's PGD accuracy: {100 * get('natural', 'pgd'):.1f}%")
