@@ -108,7 +108,10 @@ class ARD(Method):
         with torch.no_grad():
             teacher = self.teachers["robust"](x).float()
         t = m.ard_temperature
-        kl = F.kl_div(F.log_softmax(self.student(x_adv).float() / t, 1), F.softmax(teacher / t, 1), reduction="mean")
+        log_q = F.log_softmax(self.student(x_adv).float() / t, 1)
+        # ARD's KLDivLoss() averaged over all B×C elements; written out because reduction="mean"
+        # is deprecated and will turn into "batchmean" (C times larger) in a future torch.
+        kl = F.kl_div(log_q, F.softmax(teacher / t, 1), reduction="sum") / log_q.numel()
         parts: Parts = {"kl_adv": kl.detach()}
         loss = m.ard_alpha * t * t * kl
         if m.ard_alpha < 1:  # the official α=1 drops the clean term and its forward
