@@ -120,18 +120,22 @@ def build_from_spec(spec: dict) -> nn.Module:
     return build_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"], image_size=spec["image_size"])
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model an mtard checkpoint records (architecture, classes) and load its weights (eval mode)."""
-    payload = read(path, map_location)
+def model_from_payload(payload: dict, source: str | Path) -> nn.Module:
+    """Rebuild the model a checkpoint payload records (architecture, classes) and load its weights (eval mode)."""
     spec = payload.get("model")
     if not isinstance(spec, dict) or "arch" not in spec:
         raise MtardError(
-            f"{path} records no architecture (a bare state dict?): add it to the teacher catalog with its `arch`, "
+            f"{source} records no architecture (a bare state dict?): add it to the teacher catalog with its `arch`, "
             f"or load it with mtard.checkpoint.load_weights(build_model(...), ...)"
         )
     model = build_from_spec(spec)
-    load_weights(model, state_dict_of(payload), arch=spec["arch"], source=path)
+    load_weights(model, state_dict_of(payload), arch=spec["arch"], source=source)
     return model.eval()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model an mtard checkpoint file records and load its weights (eval mode)."""
+    return model_from_payload(read(path, map_location), path)
 
 
 def spec_of(path: str | Path) -> dict[str, Any]:

@@ -166,12 +166,11 @@ def fit_trainer(trainer, storage: str):
 
 def ensure_teachers_for(cfg: TrainConfig) -> None:
     """Train missing auto-train teachers once, in the driver, before workers start."""
-    from mtard.methods import NEEDS_TEACHERS
+    from mtard.methods import teacher_fields
     from mtard.teachers import ensure_teachers, load_catalog
 
-    roles = NEEDS_TEACHERS[cfg.method.name]
-    if roles:
-        names = [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in roles]
+    names = teacher_fields(cfg)
+    if names:
         ensure_teachers(load_catalog(cfg.teachers.catalog), names, cfg.data.name, progress=cfg.runtime.progress)
 
 

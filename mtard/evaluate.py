@@ -420,7 +420,7 @@ def evaluate_checkpoint(
     `AttackResult` dicts, and writes it to `out` (default
     ``<checkpoint stem>.eval-<split>.json`` next to the checkpoint).
     """
-    from mtard.checkpoint import load_checkpoint, read
+    from mtard.checkpoint import model_from_payload, read
     from mtard.data import load_splits
 
     # Cheap user-input checks first: fail before loading anything large.
@@ -431,7 +431,7 @@ def evaluate_checkpoint(
     payload = read(path)
     data_cfg = _data_config(payload, path, data_root)
     eps = _eps_of(payload) if eps is None else eps
-    model = load_checkpoint(path)
+    model = model_from_payload(payload, path)
     splits = load_splits(data_cfg)
     spec = payload.get("model", {})
     if spec.get("num_classes") not in (None, splits.info.num_classes):

@@ -28,7 +28,7 @@ from mtard.attacks import pgd
 from mtard.config import TrainConfig, save_config, to_dict
 from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
-from mtard.methods import NEEDS_TEACHERS, Method, build_method, unwrap
+from mtard.methods import NEEDS_TEACHERS, Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
 from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teacher
 
@@ -124,11 +124,11 @@ class LocalContext(Context):
 
 
 def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, nn.Module]:
-    roles = NEEDS_TEACHERS[cfg.method.name]
-    if not roles:
+    names = teacher_fields(cfg)
+    if not names:
         return {}
+    roles = NEEDS_TEACHERS[cfg.method.name]
     catalog = load_catalog(cfg.teachers.catalog)
-    names = [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in roles]
     ctx.once_per_node(lambda: ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress))
     info = splits.info
     return {

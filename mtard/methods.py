@@ -32,6 +32,11 @@ OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform", "rsl
 NEEDS_TEACHERS = {"natural": (), "sat": (), "trades": (), "ard": ("robust",), "rslad": ("robust",), "mtard": ("clean", "robust")}
 
 
+def teacher_fields(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """The (config field, teacher name) pairs this run's method needs, e.g. [("teachers.robust", "x")]."""
+    return [(f"teachers.{role}", getattr(cfg.teachers, role)) for role in NEEDS_TEACHERS[cfg.method.name]]
+
+
 def _identity(t: Tensor) -> Tensor:
     return t
 

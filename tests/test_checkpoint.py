@@ -155,3 +155,10 @@ def test_bare_state_dict_has_no_architecture(tmp_path: Path) -> None:
         ckpt.load_checkpoint(path)
     with pytest.raises(MtardError, match="no model spec"):
         ckpt.spec_of(path)
+
+
+def test_package_exports_load_checkpoint() -> None:
+    import mtard
+    from mtard.checkpoint import load_checkpoint
+
+    assert mtard.load_checkpoint is load_checkpoint
