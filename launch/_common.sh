@@ -39,7 +39,17 @@ want_help() {
   return 1
 }
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH${2:+ ($2)}"; }
+# A tool this script needs. The README installs into the repository's .venv without activating it,
+# so when a tool is not on PATH but that .venv has it, put the .venv's bin first and say so.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [[ -x "$REPO_ROOT/.venv/bin/$1" ]]; then
+    export PATH="$REPO_ROOT/.venv/bin:$PATH"
+    say "using $1 from $REPO_ROOT/.venv/bin (not on PATH)"
+    return 0
+  fi
+  die "'$1' not found on PATH or in $REPO_ROOT/.venv/bin${2:+ ($2)}"
+}
 
 # Token authentication: a Ray client only sends the token when RAY_AUTH_MODE=token. The
 # cluster (cloud: cluster.yaml; local: rehearse.sh) requires it, so turn it on whenever a token

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -349,3 +350,24 @@ def test_rehearse_stops_only_what_it_started():
     assert "setsid" in text  # its processes are found by session id ...
     # ... and `ray stop` (which kills every Ray cluster of this user) is never run
     assert not re.search(r'^\s*(run |show )?("\$RAY_BIN"|ray) stop\b', text, re.M)
+
+
+def test_need_falls_back_to_the_repository_venv(tmp_path: Path):
+    # The README installs into ./.venv without activating it; the scripts must still find `ray`.
+    (tmp_path / "launch").mkdir()
+    shutil.copy(ROOT / "launch" / "_common.sh", tmp_path / "launch" / "_common.sh")
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    tool = venv_bin / "mtard-test-tool"
+    tool.write_text("#!/bin/sh\necho from-venv\n")
+    tool.chmod(0o755)
+    script = tmp_path / "launch" / "probe.sh"
+    script.write_text('source "$(dirname "$0")/_common.sh"\nneed "$1"\n"$1"\n')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    found = subprocess.run(["bash", str(script), "mtard-test-tool"], env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "from-venv"
+    assert f"using mtard-test-tool from {tmp_path.resolve()}/.venv/bin" in found.stderr
+    missing = subprocess.run(["bash", str(script), "mtard-absent-tool"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "'mtard-absent-tool' not found on PATH or in" in missing.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_rehearsal_end_to_end(tmp_path: Path) -> None:
-    env = {**os.environ, "MTARD_TEACHERS": str(tmp_path / "teachers")}
+    # The scripts run `ray` and `mtard`; use the ones of the environment under test, which CI
+    # (like the README) installs into .venv without activating it.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MTARD_TEACHERS": str(tmp_path / "teachers"),
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     proc = subprocess.run(
         ["bash", "launch/rehearse.sh", "--space", "digits_tiny", "--timeout", "1200", "--", "--num-samples", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
