@@ -212,6 +212,16 @@ def test_render_table_lists_front_and_excluded() -> None:
     assert "optim.lr" in text and PGD.label in text
 
 
+def test_render_table_shows_searched_teachers_and_method_once() -> None:
+    searched = {"optim.lr": 0.1, "teachers.clean": "tiny_clean", "teachers.robust": "tiny_robust", "method.name": "mtard"}
+    text = render_table(compute_review([rec("A", 0.9, 0.2, params=searched)], OBJS))
+    header = next(line for line in text.splitlines() if line.split()[:2] == ["#", "trial"])
+    row = next(line for line in text.splitlines() if line.split()[:2] == ["1", "A"])
+    assert "clean teacher" in header and "robust teacher" in header and "optim.lr" in header
+    assert "teachers.clean" not in header and "method.name" not in header
+    assert row.split().count("tiny_clean") == 1 and row.split().count("mtard") == 1
+
+
 # ---------------------------------------------------------------- files vs brute force
 
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from mtard.errors import MtardError
-from mtard.search.space import REPO_SPACES, find_space, load_space, parse_space
+from mtard.search.space import find_space, load_space, parse_space
 
-SHIPPED = sorted(p.stem for p in REPO_SPACES.glob("*.yaml"))
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 
 BASE = {
     "base": "digits_mtard",

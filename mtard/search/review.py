@@ -469,7 +469,9 @@ def render_table(data: ReviewData) -> str:
         lines.append(f"  {o.metric}: {o.label or o.metric} ({o.direction})")
     roles = _teacher_roles(data.front)
     header = ["#", "trial"] + [o.metric for o in data.objectives] + ["method"] + [f"{r} teacher" for r in roles]
-    header += list(data.param_names) + ["epochs", "checkpoint"]
+    # Searched teacher names and the method already have their own columns.
+    params = [p for p in data.param_names if p != "method.name" and not p.startswith("teachers.")]
+    header += params + ["epochs", "checkpoint"]
     rows = []
     for k, r in enumerate(data.front, 1):
         rows.append(
@@ -477,7 +479,7 @@ def render_table(data: ReviewData) -> str:
             + [f"{v:.4f}" for v in data.values(r)]
             + [r.method or "-"]
             + [r.teachers.get(role, "-") for role in roles]
-            + [_fmt(r.params.get(p)) for p in data.param_names]
+            + [_fmt(r.params.get(p)) for p in params]
             + [str(r.epochs), r.checkpoint or "-"]
         )
     if rows:

@@ -329,21 +329,26 @@ class SearchSpace:
 
 
 DEFAULT_SPACE = "digits_tiny"
-# search_spaces/ of a source checkout (editable installs); ./search_spaces is tried first.
-REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+# Where a space given by name is looked for, in order: ./search_spaces (the user's own), the
+# source checkout's search_spaces/ (editable installs), the copy a wheel ships as mtard/search_spaces.
+SPACE_FOLDERS = (
+    Path("search_spaces"),
+    Path(__file__).resolve().parents[2] / "search_spaces",
+    Path(__file__).resolve().parents[1] / "search_spaces",
+)
 
 
 def find_space(name_or_path: str | Path | None) -> Path:
-    """A YAML path, or a name in ./search_spaces/ or the checkout's search_spaces/ (default: digits_tiny)."""
+    """A YAML path, or the name of a space in one of SPACE_FOLDERS (default: digits_tiny)."""
     given = Path(name_or_path or DEFAULT_SPACE)
     if given.is_file():
         return given
     stem = given.name.removesuffix(".yaml")
-    for folder in (Path("search_spaces"), REPO_SPACES):
+    for folder in SPACE_FOLDERS:
         candidate = folder / f"{stem}.yaml"
         if candidate.is_file() and (given.parent == Path(".") or not given.suffix):
             return candidate
-    known = sorted({p.stem for folder in (Path("search_spaces"), REPO_SPACES) if folder.is_dir() for p in folder.glob("*.yaml")})
+    known = sorted({p.stem for folder in SPACE_FOLDERS if folder.is_dir() for p in folder.glob("*.yaml")})
     raise MtardError(f"search space {str(given)!r} not found: give a YAML file or one of: {', '.join(known) or '(none found)'}")
 
 
