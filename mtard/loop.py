@@ -249,6 +249,9 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             time_in_epochs_s=previous_time + epoch_time,
         )
         previous_time += epoch_time
+        if cfg.runtime.progress and ctx.rank == 0:
+            print(f"{cfg.name}: epoch {epoch}/{cfg.optim.epochs}  loss {metrics['loss']:.4f}  val clean {metrics['val_clean_acc']:.4f}  "
+                  f"val PGD {metrics['val_pgd_acc']:.4f}  ({epoch_time:.1f} s)", flush=True)
 
         payload = None
         if ctx.rank == 0:
@@ -271,7 +274,8 @@ def _progress(loader, cfg: TrainConfig, ctx: Context, epoch: int):
         return loader
     from tqdm import tqdm
 
-    return tqdm(loader, desc=f"{cfg.name} epoch {epoch}/{cfg.optim.epochs}", leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (job logs, CI), where it is only noise.
+    return tqdm(loader, desc=f"{cfg.name} epoch {epoch}/{cfg.optim.epochs}", leave=False, dynamic_ncols=True, disable=None)
 
 
 def train_local(cfg: TrainConfig, *, resume: bool = False) -> dict:

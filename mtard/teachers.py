@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -173,4 +175,10 @@ def ensure_teachers(catalog: dict[str, TeacherEntry], names: list[tuple[str, str
         if role in ("clean", "robust") and entry.role != role:
             raise MtardError(f"{field_path}: teacher {name!r} is a {entry.role} teacher; pick a {role} one (`mtard teachers list`)")
         if entry.auto_train and not checkpoint_path(entry).is_file():
-            train_teacher(entry, progress=progress)
+            # First use on this machine: say so, since it takes a while and happens only once.
+            print(f"[teachers] {name} ({entry.arch}) is not cached: training it once into {checkpoint_path(entry)}",
+                  file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            record = train_teacher(entry, progress=progress)
+            print(f"[teachers] {name}: {record['method']}, {record['epochs']} epochs, {time.perf_counter() - start:.0f} s; "
+                  f"val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f}", file=sys.stderr, flush=True)

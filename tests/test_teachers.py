@@ -134,7 +134,7 @@ def test_wrong_dataset_and_wrong_role(tiny_catalog: Path, teacher_dir: Path) -> 
 # ---------------------------------------------------------------- auto-training
 
 
-def test_auto_train_on_first_use_writes_checkpoint_and_sidecar(tiny_catalog: Path, teacher_dir: Path) -> None:
+def test_auto_train_on_first_use_writes_checkpoint_and_sidecar(tiny_catalog: Path, teacher_dir: Path, capsys) -> None:
     catalog = load_catalog(tiny_catalog)
     entry = catalog[TINY_CLEAN]
     path = checkpoint_path(entry)
@@ -148,12 +148,16 @@ def test_auto_train_on_first_use_writes_checkpoint_and_sidecar(tiny_catalog: Pat
     assert 0.3 < record["val_clean_acc"] <= 1.0  # one epoch of an MLP on digits: well above chance
     assert 0.0 <= record["val_pgd_acc"] <= record["val_clean_acc"]
     assert ckpt.spec_of(path)["arch"] == "mlp"
+    said = capsys.readouterr().err
+    assert f"[teachers] {TINY_CLEAN} (mlp) is not cached: training it once into {path}" in said
+    assert f"[teachers] {TINY_CLEAN}: natural, 1 epochs" in said and f"val clean {record['val_clean_acc']:.4f}" in said
     teacher = load_teacher(entry, **DIGITS)
     assert isinstance(teacher, FrozenTeacher)
     # second use: nothing is retrained
     stamp = path.stat().st_mtime_ns
     ensure_teachers(catalog, [("teachers.clean", TINY_CLEAN)], "digits", progress=False)
     assert path.stat().st_mtime_ns == stamp
+    assert "[teachers]" not in capsys.readouterr().err
     assert not checkpoint_path(catalog[TINY_ROBUST]).exists()  # only what was asked for
 
 
