@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_teachers_train)
 
     p = sub.add_parser("search", help="multi-objective Ray Tune + Optuna search (clean vs robust accuracy)")
-    p.add_argument("space", nargs="?", help="search space YAML (search_spaces/*.yaml)")
+    p.add_argument("space", nargs="?", help="a search space YAML file, or the name of a shipped one (digits_tiny, the default; digits_methods, cifar10_resnet18, ...)")
     p.add_argument("--storage", help="experiment parent directory or s3:// URI (default: ./runs)")
     p.add_argument("--name", help="experiment name (default: the space file's name)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")

@@ -190,7 +190,9 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
         save_config(cfg, run_dir / "config.yaml")
     ensure_teachers_for(cfg)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=cfg.runtime.progress)
+        # The dashboard serves the State API, which Ray Train's placement-group cleaner polls: without
+        # it the cleaner logs a warning every second and cannot free the workers of a crashed run.
+        ray.init(address=address, include_dashboard=True, configure_logging=False, log_to_driver=cfg.runtime.progress)
     cfg.runtime.progress = False  # workers log through Ray; a progress bar per worker is noise
     trainer = build_trainer(cfg, storage=storage, name=cfg.name, log_dir=str(run_dir) if local else None)
     result = fit_trainer(trainer, storage)

@@ -8,6 +8,8 @@ own loading code; only the file *contents* are made up.
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -316,3 +318,13 @@ def test_bad_batch_size_is_a_user_error():
     with pytest.raises(MtardError, match="data.batch_size"):
         epoch_loader(_labels(), batch_size=0, seed=0, epoch=0)
 
+
+
+def test_training_on_digits_does_not_import_torchvision() -> None:
+    # Every Ray worker of every trial imports the loop; torchvision costs ~1.5 s there and only CIFAR needs it.
+    probe = ("import sys, mtard.distributed, mtard.search.run; from mtard.config import load_config; "
+             "from mtard.data import load_splits; load_splits(load_config('digits_mtard').data); "
+             "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
