@@ -174,6 +174,18 @@ def ensure_teachers_for(cfg: TrainConfig) -> None:
         ensure_teachers(load_catalog(cfg.teachers.catalog), names, cfg.data.name, progress=cfg.runtime.progress)
 
 
+# Ray Train's controller polls its workers every 2 s by default, and a run's teardown waits on several
+# polls: ~4.5 s per run, measured on digits, against ~1.6 s at 0.5 s. A local Ray started by mtard
+# inherits this from our environment (set it yourself to override; a remote cluster keeps its own).
+FAST_POLLING = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+def use_fast_polling() -> None:
+    """Before starting a local Ray: short runs (a search's trials) should not wait on slow polls."""
+    for key, value in FAST_POLLING.items():
+        os.environ.setdefault(key, value)
+
+
 def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: str | None = None, resume: bool = False) -> dict:
     """`mtard train --workers N`: one Ray Train run; results under <storage>/<name>."""
     import ray
@@ -192,6 +204,7 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     if not ray.is_initialized():
         # The dashboard serves the State API, which Ray Train's placement-group cleaner polls: without
         # it the cleaner logs a warning every second and cannot free the workers of a crashed run.
+        use_fast_polling()
         ray.init(address=address, include_dashboard=True, configure_logging=False, log_to_driver=cfg.runtime.progress)
     cfg.runtime.progress = False  # workers log through Ray; a progress bar per worker is noise
     trainer = build_trainer(cfg, storage=storage, name=cfg.name, log_dir=str(run_dir) if local else None)

@@ -407,3 +407,14 @@ def test_strict_spread_places_workers_on_two_nodes(two_node_ray, recording, dist
     strategies = {e["strategy"] for e in ray.util.placement_group_table().values()}
     assert strategies == {"STRICT_SPREAD"}
     assert_placement_groups_removed()
+
+
+def test_fast_polling_is_a_default_the_user_can_override(monkeypatch) -> None:
+    from mtard.distributed import use_fast_polling
+
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    use_fast_polling()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
+    use_fast_polling()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"

@@ -616,6 +616,9 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **quiet)
         return False
+    from mtard.distributed import use_fast_polling
+
+    use_fast_polling()
     # A local Ray offers `mtard_driver` like the cluster head, so trial drivers take no CPU.
     # The dashboard (State API) is what frees the placement groups of trials Tune stops; only a
     # time budget stops trials here, so it only starts then (it costs memory and start-up time).
