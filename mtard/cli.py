@@ -114,6 +114,15 @@ def _evaluate_front(args: argparse.Namespace) -> None:
     print(f"written: {path} and {path.with_suffix('.csv')}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from mtard.search.compare import compare
+    from mtard.search.review import render_table
+
+    data = compare(args.experiments, Path(args.out))
+    print(render_table(data))
+    print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtard", description="MTARD training and accuracy-robustness search")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -173,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="where the data set lives (default: each run's data.root)")
     p.set_defaults(func=_evaluate_front)
+
+    p = sub.add_parser("compare", help="one review of several searches: a front and a hypervolume per search (e.g. MTARD vs SAT)")
+    p.add_argument("experiments", nargs="+", metavar="[LABEL=]EXP_DIR", help="experiment directories written by `mtard search`")
+    p.add_argument("--out", default="runs/compare", help="where the combined review goes (default: runs/compare)")
+    p.set_defaults(func=_compare)
     return parser
 
 
