@@ -17,6 +17,19 @@ import torch
 # torch's default (one thread per core) spin-waits and runs tiny ops ~50x slower.
 torch.set_num_threads(1)
 
+def train_digits_mlp(model: torch.nn.Module, opt: torch.optim.Optimizer, splits, epochs: int) -> None:
+    """Plain cross-entropy epochs (batch 64) on the digits train split: a real model for evaluation tests."""
+    x = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
+    y = torch.tensor([int(splits.train[i][1]) for i in range(len(splits.train))])
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
 TINY_CLEAN = "tiny_clean"
 TINY_ROBUST = "tiny_robust"
 

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from conftest import train_digits_mlp
 from mtard.checkpoint import model_spec, save
 from mtard.config import DataConfig, EvalConfig, TrainConfig, to_dict
 from mtard.data import Splits, load_splits
@@ -70,18 +70,9 @@ def splits() -> Splits:
 @pytest.fixture(scope="module")
 def trained(splits: Splits) -> nn.Module:
     """An MLP trained with plain cross-entropy (≈95% clean test accuracy, no robustness)."""
-    x = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
-    y = torch.tensor([int(splits.train[i][1]) for i in range(len(splits.train))])
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=10, in_channels=1, image_size=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(15):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    train_digits_mlp(model, torch.optim.Adam(model.parameters(), lr=3e-3), splits, epochs=15)
     return model.eval()
 
 

@@ -449,7 +449,7 @@ CHEAP = ["clean", "pgd20_sat", "pgd20_trades", "cw"]
 def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real mtard checkpoints of a tiny digits MLP (a briefly and a longer trained one)."""
     import torch
-    import torch.nn.functional as F
+    from conftest import train_digits_mlp
 
     from mtard.checkpoint import model_spec, save
     from mtard.config import DataConfig, EvalConfig, TrainConfig, to_dict
@@ -459,20 +459,12 @@ def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     root = tmp_path_factory.mktemp("ckpts")
     cfg = TrainConfig(data=DataConfig(name="digits"), eval=EvalConfig(eps=0.1))
     splits = load_splits(cfg.data)
-    x = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
-    y = torch.tensor([int(splits.train[i][1]) for i in range(len(splits.train))])
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=10, in_channels=1, image_size=8)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     paths = []
     for stage in range(2):
-        for _ in range(2 if stage == 0 else 6):
-            perm = torch.randperm(len(x))
-            for i in range(0, len(x), 64):
-                idx = perm[i : i + 64]
-                opt.zero_grad()
-                F.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
+        train_digits_mlp(model, opt, splits, epochs=2 if stage == 0 else 6)
         path = root / f"stage{stage}" / "checkpoint.pt"
         spec = model_spec("mlp", num_classes=10, in_channels=1, image_size=8, dataset="digits")
         save(path, {"model": spec, "state_dict": model.state_dict(), "config": to_dict(cfg)})
