@@ -329,6 +329,8 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise MtardError(f"{path}: malformed YAML{at}: {getattr(err, 'problem', err)}") from err
+    except UnicodeDecodeError as err:
+        raise MtardError(f"{path} is not a UTF-8 text file (byte {err.start} is not valid UTF-8): give a YAML file saved as UTF-8") from err
     except OSError as err:
         raise MtardError(f"cannot read {path}: {err.strerror}") from err
     if data is None:
@@ -362,10 +364,13 @@ def load_raw(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     return _merge(load_raw(base_ref, _seen + (path,)), data)
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> TrainConfig:
+    """The file, then `overrides` ('KEY=VALUE' text, as --set), then typed `values` (command-line flags), validated once."""
     cfg = config_from_dict(load_raw(name_or_path))
     for text in overrides or []:
         set_path(cfg, *parse_override(text))
+    for path, value in (values or {}).items():
+        set_path(cfg, path, value)
     validate(cfg)
     return cfg
 
@@ -392,7 +397,13 @@ def _check(ok: bool, field_path: str, message: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Range checks that types cannot express; each names the field and the fix."""
+    """Range checks that types cannot express; each names the field and the fix.
+
+    Every field with a limited range is checked here, before any work starts: a value
+    that fails later (at the first validation, after an epoch) would lose that epoch.
+    """
+    _check(cfg.name not in ("", ".", "..") and "/" not in cfg.name and "\\" not in cfg.name,
+           "name", f"{cfg.name!r} is not a run name: use a plain folder name such as digits_mtard (no '/', not empty)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1), e.g. 0.1")
     _check(cfg.data.batch_size >= 1, "data.batch_size", "must be >= 1")
     _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -401,6 +412,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
     _check(cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1")
     _check(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
+    _check(all(m >= 1 for m in cfg.optim.milestones), "optim.milestones", "epochs count from 1: every milestone must be >= 1")
+    _check(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")
     _check(0 < cfg.optim.gamma <= 1, "optim.gamma", "must be in (0, 1]")
     _check(cfg.attack.eps >= 0, "attack.eps", "must be >= 0")
     _check(cfg.attack.step_size > 0, "attack.step_size", "must be > 0")
@@ -416,6 +429,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(b.alpha > 0, "balance.alpha", "must be > 0")
     _check(cfg.method.kl_scale > 0, "method.kl_scale", "must be > 0")
     _check(cfg.method.ard_temperature > 0, "method.ard_temperature", "must be > 0")
+    _check(cfg.method.trades_beta >= 0, "method.trades_beta", "must be >= 0")
+    _check(0 <= cfg.method.ard_alpha <= 1, "method.ard_alpha", "must be in [0, 1]")
     _check(0 <= cfg.method.rslad_adv_weight <= 1, "method.rslad_adv_weight", "must be in [0, 1]")
     if cfg.method.name in ("ard", "rslad", "mtard"):
         _check(bool(cfg.teachers.robust), "teachers.robust", f"method {cfg.method.name} needs a robust teacher; see `mtard teachers list`")
@@ -423,10 +438,17 @@ def validate(cfg: TrainConfig) -> None:
         _check(bool(cfg.teachers.clean), "teachers.clean", "method mtard needs a clean teacher; see `mtard teachers list`")
     _check(cfg.eval.eps >= 0, "eval.eps", "must be >= 0")
     _check(cfg.eval.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0")
+    _check(cfg.eval.pgd_step_size > 0, "eval.pgd_step_size", "must be > 0, e.g. 2/255")
     _check(cfg.eval.max_samples >= 0, "eval.max_samples", "must be >= 0 (0 = whole split)")
+    _check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    _check(cfg.runtime.threads >= 0, "runtime.threads", "must be >= 0 (0 = torch's default)")
     s = cfg.scaling
     _check(s.workers >= 1, "scaling.workers", "must be >= 1")
     _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")
     _check(s.gpus_per_worker <= 1 or float(s.gpus_per_worker).is_integer(), "scaling.gpus_per_worker", "above 1 it must be a whole number")
     _check(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
+    for key, amount in s.resources.items():
+        _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0,
+               f"scaling.resources.{key}", f"must be a number >= 0, got {amount!r}")
+    _check(s.max_failures >= -1, "scaling.max_failures", "must be >= 0, or -1 for unlimited restarts")
     _check(cfg.data.batch_size >= s.workers, "data.batch_size", f"is global and must be >= scaling.workers ({s.workers})")

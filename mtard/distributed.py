@@ -192,13 +192,13 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
 
     from mtard.config import save_config
     from mtard.logs import read_metrics
+    from mtard.runs import check_run_dir
 
     storage = storage_uri(storage, cfg.out_dir)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.name if local else None
-    if local and not resume and (run_dir / "checkpoint_manager_snapshot.json").exists():
-        raise MtardError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --name")
-    if local:
+    if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's
+        check_run_dir(run_dir, cfg, resume=resume)
         save_config(cfg, run_dir / "config.yaml")
     ensure_teachers_for(cfg)
     if not ray.is_initialized():

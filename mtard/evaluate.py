@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -408,6 +409,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     out: str | Path | None = None,
     seed: int = 0,
+    on_results: Callable[[list[AttackResult]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate an mtard checkpoint on its own data set and write the report as JSON.
 
@@ -418,7 +420,9 @@ def evaluate_checkpoint(
 
     Returns ``{checkpoint, split, dataset, eps, samples, results}`` with `results` a list of
     `AttackResult` dicts, and writes it to `out` (default
-    ``<checkpoint stem>.eval-<split>.json`` next to the checkpoint).
+    ``<checkpoint stem>.eval-<split>.json`` next to the checkpoint). The report's location is
+    checked before any attack runs, and `on_results` (e.g. printing the table) gets the
+    results before the report is written, so a failing write cannot lose them.
     """
     from mtard.checkpoint import model_from_payload, read
     from mtard.data import load_splits
@@ -428,6 +432,8 @@ def evaluate_checkpoint(
         raise MtardError(f"unknown split {split!r}: use 'val' (model selection) or 'test' (final report)")
     names = check_attacks(list(attacks) if attacks is not None else DEFAULT_ATTACKS)
     path = Path(path)
+    out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
+    _check_report_location(out_path)
     payload = read(path)
     data_cfg = _data_config(payload, path, data_root)
     eps = _eps_of(payload) if eps is None else eps
@@ -458,7 +464,22 @@ def evaluate_checkpoint(
         "samples": results[0].samples,
         "results": [asdict(r) for r in results],
     }
-    out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if on_results is not None:
+        on_results(results)
+    try:
+        out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _check_report_location(out_path: Path) -> None:
+    """Fail before the attacks (minutes to hours), not after them, when the report cannot be written."""
+    if out_path.is_dir():
+        raise MtardError(f"report path {out_path} is a folder: give --out a file name, e.g. {out_path / 'eval.json'}")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MtardError(f"cannot create the report folder {out_path.parent} ({err.strerror}): give --out a writable path") from err
+    if not os.access(out_path.parent, os.W_OK | os.X_OK) or (out_path.exists() and not os.access(out_path, os.W_OK)):
+        raise MtardError(f"cannot write the report {out_path} (permission denied): give --out a writable path")
