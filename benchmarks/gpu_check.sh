@@ -120,8 +120,21 @@ enqueue_defaults: true
 space:
   optim.lr: {loguniform: [0.02, 0.1]}
 EOF
-    part search 120 "$OUT/search.log" bash -c "'$PWD/.venv/bin/mtard' search '$WORK/half_gpu.yaml' --storage '$WORK/runs' --name half_gpu \
-        && echo '--- trials.csv' && cat '$WORK/runs/half_gpu/trials.csv'"
+    cat >"$WORK/trial_devices.py" <<'EOF'
+import csv, sys, torch
+for row in csv.DictReader(open(sys.argv[1])):
+    path = row.get("checkpoint")
+    where = sorted({t.device.type for t in torch.load(path, weights_only=True)["state_dict"].values()}) if path else "no checkpoint"
+    print(row.get("trial_id"), row.get("status"), where)
+EOF
+    cat >"$WORK/search.sh" <<EOF
+set -e
+'$PWD/.venv/bin/mtard' search '$WORK/half_gpu.yaml' --storage '$WORK/runs' --name half_gpu
+echo '--- trials.csv'; cat '$WORK/runs/half_gpu/trials.csv'
+echo '--- the device each trial saved its student from (cuda: it trained on the GPU)'
+'$PWD/$PY' '$WORK/trial_devices.py' '$WORK/runs/half_gpu/trials.csv'
+EOF
+    part search 120 "$OUT/search.log" bash "$WORK/search.sh"
 else
     skip search "no CUDA (or --quick): a search on fractional GPUs needs a GPU"
 fi

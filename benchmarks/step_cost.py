@@ -274,7 +274,8 @@ def report(res: dict, repeats: int) -> None:
     lo, hi = res["ratio_range"]
     print(f"step / Σ primitives: {res['median_ratio']:.3f} (median of per-repeat ratios; range {lo:.3f}–{hi:.3f}), "
           f"{res['ratio_of_medians']:.3f} (ratio of medians); overhead ≈ {1000 * (med['step'] - total):+.2f} ms per step")
-    print(f"samples/s: {res['samples_per_s']:.1f}; warm-up ({len(res['warmup_s'])} repeats, step + primitives, "
+    per = "s" if _clock is time.perf_counter else "CPU s"
+    print(f"samples/{per}: {res['samples_per_s']:.1f}; warm-up ({len(res['warmup_s'])} repeats, step + primitives, "
           f"compilation included): {', '.join(f'{t:.2f}' for t in res['warmup_s'])} s")
     if res["peak_memory_gib"] is not None:
         print(f"peak GPU memory (timed repeats): {res['peak_memory_gib']:.2f} GiB")
