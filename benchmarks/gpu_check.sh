@@ -35,7 +35,6 @@ cd "$(dirname "$0")/.." || exit 2
 export PYTHONUNBUFFERED=1
 BUDGET=${GPU_CHECK_BUDGET_S:-460}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
-START=$(date +%s)
 
 if [ ! -x .venv/bin/python ]; then
     echo "no .venv: running the project's install command (log: $WORK/install.log)"
