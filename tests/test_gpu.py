@@ -79,6 +79,15 @@ def test_bf16_autocast_really_changes_the_arithmetic(make_cfg, trained_teachers,
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0]), "bf16 run is bit-identical to fp32: autocast did not act"
 
 
+def test_divergence_flag_on_the_device_names_the_first_bad_batch(make_cfg) -> None:
+    # As tests/test_loop_syncs.py on CPU: batch 0's update blows the weights up, batch 1's loss is NaN.
+    from mtard.loop import TrainingDiverged
+
+    cfg = make_cfg("natural", f"runtime.device={DEVICE}", "optim.lr=1e30", "eval.pgd_steps=0", "runtime.divergence_check_every=1000", name="boom")
+    with pytest.raises(TrainingDiverged, match=r"loss is -?(nan|inf) at epoch 1, batch 1 .*no checkpoint was written yet"):
+        train_local(cfg)
+
+
 def test_channels_last_trains_in_nhwc(make_cfg) -> None:
     runs = {}
     for cl in ("false", "true"):
