@@ -7,7 +7,8 @@
 # Parts, each under its own time cap and all inside one overall budget (GPU_CHECK_BUDGET_S, 460 s;
 # the install below, when needed, comes on top):
 #   tests      pytest -m gpu tests/test_gpu.py: MTARD training + exact resume in fp32 and bf16,
-#              bf16 really changing the arithmetic, channels_last, a search trial on half a GPU,
+#              bf16 really changing the arithmetic, the device-side divergence flag, channels_last,
+#              a search trial on half a GPU,
 #              a 2-worker NCCL run (skipped, with its reason, on fewer than 2 GPUs)
 #   step_cost  benchmarks/step_cost.py: ResNet-18 student, ResNet-56 + WRN-34-10 teachers, batch 128,
 #              fp32 / bf16 / bf16+channels_last / +torch.compile: step time, samples/s,
