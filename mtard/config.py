@@ -123,6 +123,10 @@ class RuntimeConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads per worker, 0 = torch's default
     progress: bool = True
+    # The loop reads its divergence flag on the host every this many steps (and at each epoch's end):
+    # a host read waits for the GPU's queue, so 1 (a read per step) stalls every step.
+    divergence_check_every: int = 50
+    compile: bool = False  # torch.compile the student and the teachers (off until measured on a GPU)
 
 
 @dataclass
@@ -442,6 +446,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.eval.max_samples >= 0, "eval.max_samples", "must be >= 0 (0 = whole split)")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
     _check(cfg.runtime.threads >= 0, "runtime.threads", "must be >= 0 (0 = torch's default)")
+    _check(cfg.runtime.divergence_check_every >= 1, "runtime.divergence_check_every", "must be >= 1 (steps between host reads)")
     s = cfg.scaling
     _check(s.workers >= 1, "scaling.workers", "must be >= 1")
     _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")

@@ -13,10 +13,8 @@ on any number of workers.
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -31,6 +29,64 @@ from mtard.errors import MtardError
 from mtard.methods import NEEDS_TEACHERS, Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
 from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teacher
+
+
+class EpochLog:
+    """One epoch's sums of the loss parts and its first non-finite loss, kept on the device.
+
+    Reading a CUDA value on the host (`.item()`, `float()`) waits for every queued kernel, so doing it
+    for every step leaves the GPU idle between steps. Here a step only queues device arithmetic; the
+    host reads `first_bad()` every `runtime.divergence_check_every` steps and `means()` once per epoch.
+    Tensor parts are summed in float64, as the Python floats they used to be converted to were.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, Tensor | float] = {}
+        self.steps = 0
+        self._bad_step = torch.tensor(-1, device=device)  # -1: every loss so far was finite
+        self._bad_value = torch.tensor(0.0, device=device)
+
+    def add(self, step: int, parts: dict, checked_loss: Tensor) -> None:
+        newly_bad = ~torch.isfinite(checked_loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(newly_bad, step, self._bad_step)
+        self._bad_value = torch.where(newly_bad, checked_loss.float(), self._bad_value)
+        for key, value in parts.items():
+            value = value.detach().double() if isinstance(value, Tensor) else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """(step index, loss) of the first non-finite loss this epoch, or None; one host read."""
+        step, value = torch.stack([self._bad_step.double(), self._bad_value.double()]).tolist()
+        return None if step < 0 else (int(step), value)
+
+    def means(self) -> dict[str, Tensor]:
+        """Per-step means of each part, as one float64 tensor per key on the device (no host read)."""
+        steps = max(self.steps, 1)
+        return {k: torch.as_tensor(v, dtype=torch.float64, device=self.device) / steps for k, v in sorted(self.sums.items())}
+
+
+def compile_models(*models: nn.Module) -> None:
+    """`runtime.compile`: torch.compile each model in place (`nn.Module.compile`), so its state_dict keys,
+    a DDP wrapper around it and the attack's bare student stay as they are. Compilation happens on the
+    first call in each mode (train, attack, eval): the first steps of a run are slower."""
+    for model in models:
+        model.compile()
+
+
+def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, step: int, log: EpochLog, autocast, reduce_mean) -> None:
+    """One optimizer step as `fit` runs it; nothing in it reads a device value on the host."""
+    with autocast:
+        parts = method(x, y)
+    loss = parts["loss"]
+    # Flagged on the all-reduced value so every rank sees the same first bad step (the collective is
+    # queued on the device like the rest). The bad step's update still runs: its weights are never
+    # saved, since the loop raises at the next check, before the epoch's checkpoint.
+    log.add(step, parts, reduce_mean(loss.detach().float()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 class TrainingDiverged(MtardError):
@@ -179,6 +235,8 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
     student = build_model(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = ctx.prepare_model(student.to(memory_format=memory_format))
     teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, ctx).items()}
+    if cfg.runtime.compile:
+        compile_models(unwrap(student), *teachers.values())
     method: Method = build_method(cfg, student, teachers, ctx.all_reduce_mean)
     optimizer = torch.optim.SGD(
         student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
@@ -210,34 +268,22 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             world_size=ctx.world_size, num_workers=cfg.data.num_workers, pin_memory=on_cuda,
         )
         student.train()
-        sums: dict[str, float] = defaultdict(float)
-        batches, samples, t0 = 0, 0, time.perf_counter()
+        log = EpochLog(device)
+        samples, t0 = 0, time.perf_counter()
+        check_every = cfg.runtime.divergence_check_every
         for step, (x, y) in enumerate(_progress(loader, cfg, ctx, epoch)):
             x = x.to(device, non_blocking=True).to(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
-            with autocast:
-                parts = method(x, y)
-            loss = parts["loss"]
-            # Checked on the all-reduced value so every rank stops at the same step.
-            loss_value = ctx.all_reduce_mean(loss.detach().float()).item()
-            if not math.isfinite(loss_value):
-                kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"training diverged: loss is {loss_value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
-                    f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers",
-                    epoch,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in parts.items():
-                sums[key] += float(value.detach() if isinstance(value, Tensor) else value)
-            batches += 1
+            train_step(method, optimizer, x, y, step=step, log=log, autocast=autocast, reduce_mean=ctx.all_reduce_mean)
             samples += len(y)
+            if (step + 1) % check_every == 0:
+                _stop_if_diverged(log, cfg, epoch, lr)
+        _stop_if_diverged(log, cfg, epoch, lr)
         train_time = time.perf_counter() - t0
 
-        means = ctx.all_reduce_mean(torch.tensor([sums[k] / max(batches, 1) for k in sorted(sums)], device=device))
-        metrics = {"epoch": epoch, "lr": lr, **{k: v for k, v in zip(sorted(sums), means.tolist())}}
+        means = log.means()
+        reduced = ctx.all_reduce_mean(torch.stack(list(means.values()))).tolist() if means else []
+        metrics = {"epoch": epoch, "lr": lr, **dict(zip(means, reduced))}
         metrics.update(validate(unwrap(student), cfg, splits, ctx, autocast))
         total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()
         epoch_time = time.perf_counter() - t0  # training + validation
@@ -267,6 +313,19 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             }
         ctx.report(metrics, payload)
     return metrics
+
+
+def _stop_if_diverged(log: EpochLog, cfg: TrainConfig, epoch: int, lr: float) -> None:
+    bad = log.first_bad()
+    if bad is None:
+        return
+    step, value = bad
+    kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
+    raise TrainingDiverged(
+        f"training diverged: loss is {value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
+        f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers",
+        epoch,
+    )
 
 
 def _progress(loader, cfg: TrainConfig, ctx: Context, epoch: int):

@@ -34,6 +34,8 @@ RESUMABLE_FIELDS = (
     "runtime.channels_last",
     "runtime.threads",
     "runtime.progress",
+    "runtime.compile",
+    "runtime.divergence_check_every",
     "scaling.*",
 )
 
