@@ -114,17 +114,16 @@ class ARD(Method):
             teacher = self.teachers["robust"](x).float()
         t = m.ard_temperature
         log_q = F.log_softmax(self.student(x_adv).float() / t, 1)
+        # The official code runs the clean forward at every α, α = 1 included (train mode, after the
+        # adversarial one), so the student's BN running statistics also see clean batches.
+        ce = F.cross_entropy(self.student(x).float(), y)
         # ARD's KLDivLoss() averaged over all B×C elements; written out because reduction="mean"
         # is deprecated and will turn into "batchmean" (C times larger) in a future torch.
         kl = F.kl_div(log_q, F.softmax(teacher / t, 1), reduction="sum") / log_q.numel()
-        parts: Parts = {"kl_adv": kl.detach()}
         loss = m.ard_alpha * t * t * kl
-        if m.ard_alpha < 1:  # the official α=1 drops the clean term and its forward
-            ce = F.cross_entropy(self.student(x).float(), y)
+        if m.ard_alpha < 1:  # at α = 1 the official 0·CE adds no gradient (and 0·inf would be NaN)
             loss = loss + (1 - m.ard_alpha) * ce
-            parts["ce_nat"] = ce.detach()
-        parts["loss"] = loss
-        return parts
+        return {"loss": loss, "kl_adv": kl.detach(), "ce_nat": ce.detach()}
 
 
 class RSLAD(Method):
