@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from mtard import checkpoint as ckpt
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
-from mtard.loop import Context, TrainingDiverged, fit
+from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, TrainingDiverged, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -93,6 +93,27 @@ class RayContext(Context):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
+    def save_best(self, payload: dict) -> None:
+        """`BEST_FILE` in the run's storage directory (beside Ray Train's `checkpoint_*` folders).
+
+        Ray Train keeps only the 2 latest checkpoints, so the selected epoch's weights are
+        written by rank 0 straight into the storage (local path, shared filesystem or a cloud
+        URI), to a temporary name first and then moved over the previous best.
+        """
+        import pyarrow.fs
+        import ray.train
+
+        storage = ray.train.get_context().get_storage()  # Ray's DeveloperAPI: the RunConfig's filesystem and paths
+        fs, run_path = storage.storage_filesystem, storage.experiment_fs_path
+        with tempfile.TemporaryDirectory() as directory:
+            local = Path(directory) / BEST_FILE
+            ckpt.save(local, payload)
+            fs.create_dir(run_path, recursive=True)
+            partial = f"{run_path}/{BEST_FILE}.tmp"
+            pyarrow.fs.copy_files(str(local), partial, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+            fs.move(partial, f"{run_path}/{BEST_FILE}")
+
+
 def train_fn_per_worker(config: dict) -> None:
     """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
     cfg = config_from_dict(config["cfg"])
@@ -102,7 +123,9 @@ def train_fn_per_worker(config: dict) -> None:
     except TrainingDiverged as err:
         # Divergence is deterministic: a worker restart would diverge again. Report it (every rank,
         # so the report barrier matches) and end normally; the driver turns it into a failed run.
-        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}, None)
+        nan = float("nan")
+        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
+                    **{k: nan for k in SELECTION_METRICS}}, None)
 
 
 def scaling_config(cfg: TrainConfig):
