@@ -139,9 +139,15 @@ def pgd(
     )
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
-    """FGSM: one signed-gradient step of size ε on the cross-entropy from `x` (eval mode)."""
-    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="zero")
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, random_start: bool = False) -> Tensor:
+    """FGSM: one signed-gradient step of size ε on the cross-entropy (eval mode).
+
+    From `x` itself (Goodfellow et al.), or with `random_start` from `x + U(−ε, ε)` clamped to
+    [0, 1], then projected back into the ε-ball: the "FGSM" of the DAT/FAT evaluation code
+    (`attack_generator.py` of FAT, Zhang et al. 2020, `rand_init=True`), which later robust
+    distillation papers' tables follow.
+    """
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="uniform" if random_start else "zero")
 
 
 def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -161,11 +167,16 @@ def cw_inf(
     steps: int,
     confidence: float = 50.0,
 ) -> Tensor:
-    """CW∞ as in the TRADES/RSLAD evaluation code: PGD on the CW margin loss.
+    """CW∞: PGD on the Carlini-Wagner margin loss, as the DAT/FAT evaluation code runs it.
+
+    Lineage: no official MTARD, RSLAD, ARD or TRADES repository contains a CW attack. This is
+    the "CW" of FAT's `attack_generator.py` (Zhang et al. 2020, after DAT, Wang et al. 2019),
+    whose margin loss is credited there to CAT (Cai et al. 2018): confidence 50, 30 steps of
+    ε/4 at ε = 0.031, uniform random start (clamped), eval mode.
 
     The maximised loss is `−max(z_y − max_{j≠y} z_j + κ, 0)` per sample, summed: it keeps
     pushing until the best wrong class beats the true class by the confidence κ, then
-    stops (zero gradient). Uniform random start, like those evaluation scripts; eval mode.
+    stops (zero gradient).
     """
 
     def loss_fn(logits: Tensor) -> Tensor:

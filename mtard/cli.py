@@ -62,6 +62,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate_checkpoint(
         args.checkpoint, split=args.split, attacks=attacks, eps=args.eps, data_root=args.data_root,
         max_samples=args.max_samples, batch_size=args.batch_size, device=args.device, out=args.out,
+        precision="bf16" if args.bf16 else "fp32",
     )
     print(render_table([AttackResult(**r) for r in report["results"]]))
     print(f"written: {report['json']}")
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", help="JSON report path")
+    p.add_argument("--bf16", action="store_true", help="attack under bf16 autocast (default fp32, as the official evaluations: a low-precision gradient can weaken the attack)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("teachers", help="the teacher catalog")

@@ -76,6 +76,7 @@ ATTACKS: dict[str, Callable[[nn.Module, Tensor, Tensor], Tensor]] = {
     ),
     "pgd-train-mode": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=3, train_mode=True),
     "fgsm": lambda m, x, y: fgsm(m, x, y, eps=EPS),
+    "fgsm-random-start": lambda m, x, y: fgsm(m, x, y, eps=EPS, random_start=True),
     "cw": lambda m, x, y: cw_inf(m, x, y, eps=EPS, step_size=STEP, steps=5),
 }
 
@@ -269,6 +270,22 @@ def test_fgsm_known_answer_on_linear_model() -> None:
     # x_adv = clamp(x − 0.05·sign(w), 0, 1) = [0.45, 0.55, max(−0.03, 0), min(1.04, 1)]
     x_adv = fgsm(_linear_two_class(w), x, torch.tensor([0]), eps=0.05)
     torch.testing.assert_close(x_adv, torch.tensor([[0.45, 0.55, 0.0, 1.0]]))
+
+
+def test_fgsm_random_start_known_answer_on_linear_model() -> None:
+    """FAT/DAT's FGSM: start at clamp(x + U(−ε, ε)), one step of ε along sign(grad), project, clamp."""
+    w = torch.tensor([1.0, -2.0, 0.5, -0.1, 0.3, -0.7])
+    x = torch.tensor([[0.5, 0.5, 0.02, 0.99, 0.3, 0.6]])
+    eps, model = 0.05, _linear_two_class(w)
+    torch.manual_seed(1)
+    u = torch.empty_like(x).uniform_(-eps, eps)  # the draw the attack makes from the same seed
+    start = (x + u).clamp(0, 1)
+    # The CE gradient of this model has sign −sign(w) at every point (see _linear_two_class).
+    expected = torch.clamp(torch.min(torch.max(start - eps * w.sign(), x - eps), x + eps), 0, 1)
+    torch.manual_seed(1)
+    x_adv = fgsm(model, x, torch.tensor([0]), eps=eps, random_start=True)
+    torch.testing.assert_close(x_adv, expected)
+    assert not torch.equal(x_adv, fgsm(model, x, torch.tensor([0]), eps=eps))
 
 
 def test_pgd_and_cw_reach_the_corner_on_linear_model() -> None:
