@@ -151,6 +151,9 @@ class ScalingConfig:
     accelerator_type: str = ""  # e.g. "A100"; "" = any
     resources: dict = field(default_factory=dict)  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
     max_failures: int = 2  # worker-group restarts from the last checkpoint
+    # With several CUDA workers the student's BN layers become SyncBatchNorm (statistics over the
+    # global batch, as on one worker). CPU/gloo keeps per-worker BN: torch's SyncBatchNorm is CUDA-only.
+    sync_batchnorm: bool = True
 
 
 @dataclass
