@@ -58,6 +58,12 @@ class OptimConfig:
     epochs: int = 300
     milestones: list[int] = field(default_factory=lambda: [215, 260, 285])
     gamma: float = 0.1  # lr multiplier at each milestone
+    # "compound": lr × gamma at every milestone. "once": every milestone sets lr × gamma, so only the
+    # first one changes anything — the official ARD code's bug (its [100, 150] is one decay at 100).
+    milestone_decay: Literal["compound", "once"] = "compound"
+    # "all" parameters (official MTARD, TRADES, ARD), or "weights": conv and linear weights only, no
+    # biases or BN scales/shifts (Madry's cifar10_challenge).
+    weight_decay_on: Literal["all", "weights"] = "all"
 
 
 @dataclass
@@ -69,6 +75,10 @@ class AttackConfig:
     steps: int = 10
     # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT/ARD uniform)
     start: AttackStart = "method"
+    # The student's BN mode during the attack. "method": train for ARD (its official attack), eval for
+    # the others; "train" for SAT as Madry ran it. Train-mode attack forwards also update BN running
+    # statistics, as ARD's official (PyTorch) attack does.
+    bn_mode: Literal["method", "eval", "train"] = "method"
 
 
 @dataclass

@@ -65,7 +65,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Epochs count from 1; the lr drops by `gamma` *after* each milestone epoch (official: after 215, 260, 285)."""
     drops = sum(1 for m in cfg.optim.milestones if epoch > m)
+    if cfg.optim.milestone_decay == "once":  # the official ARD code's bug: see OptimConfig
+        drops = min(drops, 1)
     return cfg.optim.lr * cfg.optim.gamma**drops
+
+
+def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
+    """SGD parameter groups: weight decay on every parameter, or (`optim.weight_decay_on: weights`)
+    on conv and linear weights only — the tensors with more than one dimension."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optim.weight_decay_on == "all":
+        return [{"params": params, "weight_decay": cfg.optim.weight_decay}]
+    return [
+        {"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.optim.weight_decay},
+        {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
+    ]
 
 
 def seed_everything(seed: int, epoch: int, rank: int) -> None:
@@ -247,8 +261,7 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
     teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, ctx).items()}
     method: Method = build_method(cfg, student, teachers, ctx.all_reduce_mean)
     optimizer = torch.optim.SGD(
-        student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        parameter_groups(cfg, student), lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.runtime.bf16 and on_cuda) else nullcontext()
 

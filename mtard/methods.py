@@ -46,6 +46,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+# Methods whose official attack runs the student in train mode (BN on batch statistics), used when
+# attack.bn_mode is "method". (Madry's own SAT does too: attack.bn_mode: train, cifar10_sat_madry.)
+OFFICIAL_TRAIN_MODE_ATTACK = ("ard",)
+
+
 class Method:
     """Base: no state, no schedule. Subclasses implement `__call__(x, y) -> Parts`."""
 
@@ -56,7 +61,8 @@ class Method:
         self.reduce_mean = reduce_mean
         a = cfg.attack
         start = OFFICIAL_START.get(cfg.method.name, "uniform") if a.start == "method" else a.start
-        self.attack_kwargs = dict(eps=a.eps, step_size=a.step_size, steps=a.steps, start=start)
+        train_mode = cfg.method.name in OFFICIAL_TRAIN_MODE_ATTACK if a.bn_mode == "method" else a.bn_mode == "train"
+        self.attack_kwargs = dict(eps=a.eps, step_size=a.step_size, steps=a.steps, start=start, train_mode=train_mode)
 
     def __call__(self, x: Tensor, y: Tensor) -> Parts:
         raise NotImplementedError
@@ -109,7 +115,7 @@ class ARD(Method):
 
     def __call__(self, x, y):
         m = self.cfg.method
-        x_adv = pgd(unwrap(self.student), x, y, train_mode=True, **self.attack_kwargs)
+        x_adv = pgd(unwrap(self.student), x, y, **self.attack_kwargs)  # train mode: OFFICIAL_TRAIN_MODE_ATTACK
         with torch.no_grad():
             teacher = self.teachers["robust"](x).float()
         t = m.ard_temperature

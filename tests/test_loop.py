@@ -20,6 +20,7 @@ from mtard.loop import (
     TrainingDiverged,
     is_selection_epoch,
     lr_at,
+    parameter_groups,
     resolve_device,
     train_local,
     update_selection,
@@ -49,6 +50,30 @@ def test_lr_at_bundled_digits_schedule() -> None:
     cfg.optim.gamma = 0.5
     cfg.optim.milestones = []
     assert lr_at(cfg, 99) == 0.05
+
+
+def test_lr_at_ard_official_bug() -> None:
+    """ARD's code sets lr = 0.1 × 0.1 at both milestones [100, 150]: one effective decay."""
+    cfg = TrainConfig()
+    cfg.optim.epochs, cfg.optim.milestones = 200, [100, 150]
+    assert [lr_at(cfg, e) for e in (100, 101, 150, 151, 200)] == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+    cfg.optim.milestone_decay = "once"
+    assert [lr_at(cfg, e) for e in (100, 101, 150, 151, 200)] == pytest.approx([0.1, 0.01, 0.01, 0.01, 0.01])
+
+
+def test_weight_decay_on_weights_only() -> None:
+    from mtard.models import build_model
+
+    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    cfg = TrainConfig()
+    (everything,) = parameter_groups(cfg, model)
+    assert everything["weight_decay"] == 2e-4 and len(everything["params"]) == len(list(model.parameters()))
+    cfg.optim.weight_decay_on = "weights"
+    decayed, free = parameter_groups(cfg, model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    conv_fc = {n for n, p in model.named_parameters() if isinstance(model.get_submodule(n.rpartition(".")[0]), (torch.nn.Conv2d, torch.nn.Linear)) and n.endswith("weight")}
+    assert {names[id(p)] for p in decayed["params"]} == conv_fc and decayed["weight_decay"] == 2e-4
+    assert free["weight_decay"] == 0.0 and len(free["params"]) == len(names) - len(conv_fc) > 0  # biases, BN γ/β
 
 
 @pytest.mark.parametrize("decay", [True, False])

@@ -293,10 +293,14 @@ def test_official_attack_starts() -> None:
     for name in ("natural", "sat", "trades", "ard", "rslad", "mtard"):
         teachers = {role: FrozenTeacher(digits_net("mlp", 1)) for role in NEEDS_TEACHERS[name]}
         m = build_method(make_config(name), student, teachers)
-        assert m.attack_kwargs == {"eps": EPS, "step_size": STEP, "steps": STEPS, "start": OFFICIAL_START.get(name, "uniform")}
+        assert m.attack_kwargs == {"eps": EPS, "step_size": STEP, "steps": STEPS, "start": OFFICIAL_START.get(name, "uniform"),
+                                   "train_mode": name == "ard"}
     assert OFFICIAL_START["mtard"] == "gaussian" and OFFICIAL_START["sat"] == "uniform"
     m = build_method(make_config("mtard", attack__start="zero"), student, {r: FrozenTeacher(digits_net("mlp", 1)) for r in ("clean", "robust")})
     assert m.attack_kwargs["start"] == "zero"
+    sat = build_method(make_config("sat", attack__bn_mode="train"), student, {})  # Madry's SAT
+    ard = build_method(make_config("ard", attack__bn_mode="eval"), student, {"robust": FrozenTeacher(digits_net("mlp", 1))})
+    assert sat.attack_kwargs["train_mode"] is True and ard.attack_kwargs["train_mode"] is False
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
