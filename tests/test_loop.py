@@ -24,6 +24,7 @@ from mtard.loop import (
     resolve_device,
     train_local,
     update_selection,
+    validation_autocast,
 )
 
 TIMING = {"train_time_s", "samples_per_s", "epoch_time_s", "time_in_epochs_s"}
@@ -270,3 +271,17 @@ def test_last_selection_writes_no_best_file(make_cfg) -> None:
     final = train_local(cfg)
     assert final["selected_epoch"] == 2 and final["selected_val_clean_acc"] == final["val_clean_acc"]
     assert not (cfg.run_dir / BEST_FILE).exists()
+
+
+def test_validation_attacks_in_fp32_unless_asked() -> None:
+    from contextlib import nullcontext
+
+    cfg = TrainConfig()
+    cfg.runtime.bf16 = True  # bf16 training does not make the ranking numbers bf16
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert isinstance(validation_autocast(cfg, device), nullcontext)
+    cfg.eval.bf16 = True  # the explicit request, honoured on CUDA only (like runtime.bf16)
+    assert isinstance(validation_autocast(cfg, torch.device("cpu")), nullcontext)
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else nullcontext():  # "CUDA is not available"
+        context = validation_autocast(cfg, torch.device("cuda"))
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
