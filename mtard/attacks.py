@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Start = Literal["gaussian", "uniform", "zero"]
+Start = Literal["gaussian", "uniform", "uniform_unclamped", "zero"]
+STARTS = ("gaussian", "uniform", "uniform_unclamped", "zero")
 LossName = Literal["ce", "kl"]
 
 #: Std of the MTARD/RSLAD/TRADES random start `x + 0.001·N(0, 1)`.
@@ -41,11 +42,13 @@ def _start_point(x: Tensor, eps: float, start: str) -> Tensor:
     if start == "gaussian":
         # As the official code: no clamp here; the first projection + clamp fixes it.
         return x + GAUSSIAN_START_STD * torch.randn_like(x)
-    if start == "uniform":
-        return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp_(0.0, 1.0)
+    if start in ("uniform", "uniform_unclamped"):
+        noisy = x + torch.empty_like(x).uniform_(-eps, eps)
+        # ARD's official start is not clamped: its first forward may see pixels outside [0, 1].
+        return noisy if start == "uniform_unclamped" else noisy.clamp_(0.0, 1.0)
     if start == "zero":
         return x.clone()
-    raise ValueError(f"unknown attack start {start!r}; expected 'gaussian', 'uniform' or 'zero'")
+    raise ValueError(f"unknown attack start {start!r}; expected one of {', '.join(STARTS)}")
 
 
 def _linf_attack(
@@ -62,8 +65,8 @@ def _linf_attack(
     """Maximise `loss_fn(model(x_adv))` (float32 logits in, scalar out) inside the ε-ball."""
     if eps < 0 or step_size < 0 or steps < 0:
         raise ValueError(f"eps, step_size and steps must be >= 0, got {eps}, {step_size}, {steps}")
-    if start not in ("gaussian", "uniform", "zero"):
-        raise ValueError(f"unknown attack start {start!r}; expected 'gaussian', 'uniform' or 'zero'")
+    if start not in STARTS:
+        raise ValueError(f"unknown attack start {start!r}; expected one of {', '.join(STARTS)}")
     x = x.detach()
     if eps == 0 or steps == 0:
         return x.clone()
@@ -105,7 +108,8 @@ def pgd(
         model: maps images in [0, 1] to logits [B, C].
         x: clean images in [0, 1]; y: labels [B] (unused for `loss="kl"`).
         start: "gaussian" (x + 0.001·N(0,1): MTARD/RSLAD/TRADES training),
-            "uniform" (x + U(−ε, ε), clamped: Madry/SAT and the PGD-20 evaluations) or "zero".
+            "uniform" (x + U(−ε, ε), clamped: Madry/SAT and the PGD-20 evaluations),
+            "uniform_unclamped" (the same without the clamp: ARD's official attack) or "zero".
         loss: "ce" = CE(model(x_adv), y); "kl" = KL(softmax(target) ‖ softmax(model(x_adv))),
             summed. TRADES passes the student's clean logits as the target, RSLAD the
             robust teacher's clean logits.

@@ -26,7 +26,7 @@ from mtard.errors import MtardError
 
 DatasetName = Literal["digits", "cifar10", "cifar100"]
 MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
-AttackStart = Literal["method", "gaussian", "uniform", "zero"]
+AttackStart = Literal["method", "gaussian", "uniform", "uniform_unclamped", "zero"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
@@ -73,7 +73,7 @@ class AttackConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
-    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT/ARD uniform)
+    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT uniform, ARD uniform unclamped)
     start: AttackStart = "method"
     # The student's BN mode during the attack. "method": train for ARD (its official attack), eval for
     # the others; "train" for SAT as Madry ran it. Train-mode attack forwards also update BN running

@@ -28,7 +28,7 @@ Reduce = Callable[[Tensor], Tensor]
 Parts = dict[str, Tensor | float]
 
 # Each method's official attack start, used when attack.start is "method".
-OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform", "rslad": "gaussian", "mtard": "gaussian"}
+OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform_unclamped", "rslad": "gaussian", "mtard": "gaussian"}
 NEEDS_TEACHERS = {"natural": (), "sat": (), "trades": (), "ard": ("robust",), "rslad": ("robust",), "mtard": ("clean", "robust")}
 
 

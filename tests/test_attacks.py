@@ -71,6 +71,7 @@ ATTACKS: dict[str, Callable[[nn.Module, Tensor, Tensor], Tensor]] = {
     "pgd-uniform": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5),
     "pgd-gaussian": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="gaussian"),
     "pgd-zero": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="zero"),
+    "pgd-uniform-unclamped": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="uniform_unclamped"),
     "pgd-kl": lambda m, x, y: pgd(
         m, x, y, eps=EPS, step_size=STEP, steps=5, loss="kl", target_logits=torch.zeros(len(x), 3)
     ),
@@ -305,3 +306,23 @@ def test_pgd_and_cw_reach_the_corner_on_linear_model() -> None:
     x_cw = cw_inf(model, x, y, eps=0.2, step_size=0.05, steps=10, confidence=0.0)
     margin = (x_cw @ w).item()
     assert -0.42 + 1e-3 < margin <= 0.0
+
+
+def test_ard_start_is_not_clamped_before_the_first_step() -> None:
+    """ARD's official start x + U(−ε, ε) leaves [0, 1] at saturated pixels; Madry's is clamped."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append((x.detach().min().item(), x.detach().max().item()))
+            return x.flatten(1)[:, :2] * 1.0
+
+    x = torch.tensor([[[[0.0, 1.0] * 8] * 4]]).repeat(4, 1, 1, 1)  # pixels at both box edges
+    y = torch.zeros(4, dtype=torch.long)
+    for start, inside in (("uniform_unclamped", False), ("uniform", True)):
+        seen.clear()
+        torch.manual_seed(0)
+        x_adv = pgd(Probe(), x, y, eps=0.1, step_size=0.05, steps=1, start=start)
+        low, high = seen[0]  # what the first forward saw
+        assert (0.0 <= low and high <= 1.0) is inside, start
+        _check_box(x_adv, x, 0.1)  # the result is in the box either way

@@ -296,6 +296,7 @@ def test_official_attack_starts() -> None:
         assert m.attack_kwargs == {"eps": EPS, "step_size": STEP, "steps": STEPS, "start": OFFICIAL_START.get(name, "uniform"),
                                    "train_mode": name == "ard"}
     assert OFFICIAL_START["mtard"] == "gaussian" and OFFICIAL_START["sat"] == "uniform"
+    assert OFFICIAL_START["ard"] == "uniform_unclamped"  # ARD's official start skips the [0, 1] clamp
     m = build_method(make_config("mtard", attack__start="zero"), student, {r: FrozenTeacher(digits_net("mlp", 1)) for r in ("clean", "robust")})
     assert m.attack_kwargs["start"] == "zero"
     sat = build_method(make_config("sat", attack__bn_mode="train"), student, {})  # Madry's SAT
