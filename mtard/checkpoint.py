@@ -102,11 +102,34 @@ def _sample(keys: list[str], limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _untracked_batch_counts(model: nn.Module, missing: list[str]) -> list[str]:
+    """The missing keys that are BatchNorm `num_batches_tracked` buffers.
+
+    PyTorch <= 0.4.1 had no such buffer, so files of that age (the TRADES/RSLAD WRN-34-10)
+    lack it; torch's own loader accepts them and keeps the module's counter. The counter
+    only matters for BN with momentum=None (cumulative average), which no model here uses.
+    """
+    out = []
+    for key in missing:
+        owner, _, leaf = key.rpartition(".")
+        if leaf == "num_batches_tracked" and isinstance(model.get_submodule(owner), nn.modules.batchnorm._NormBase):
+            out.append(key)
+    return out
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, arch: str, source: str | Path) -> None:
-    """Strict load with a message that names the mismatch and the expected architecture."""
+    """Strict load with a message that names the mismatch and the expected architecture.
+
+    Strict except for BatchNorm `num_batches_tracked` counters absent from old files, which
+    keep the model's own value (as `torch.nn.Module.load_state_dict` does for such files).
+    """
     state_dict = strip_prefix(state_dict)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
+    old_format = _untracked_batch_counts(model, missing)
+    if old_format:
+        state_dict = {**state_dict, **{k: expected[k] for k in old_format}}
+        missing = [k for k in missing if k not in old_format]
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         parts = []

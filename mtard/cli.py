@@ -72,6 +72,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         max_samples=args.max_samples, batch_size=args.batch_size, device=args.device, out=args.out,
         # Shown before the report is written: a failing write cannot take the results with it.
         on_results=lambda results: print(render_table(results), flush=True),
+        precision="bf16" if args.bf16 else "fp32",
     )
     print(f"written: {report['json']}")
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", help="JSON report path")
+    p.add_argument("--bf16", action="store_true", help="attack under bf16 autocast (default fp32, as the official evaluations: a low-precision gradient can weaken the attack)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("teachers", help="the teacher catalog")

@@ -26,7 +26,7 @@ from mtard.errors import MtardError
 
 DatasetName = Literal["digits", "cifar10", "cifar100"]
 MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
-AttackStart = Literal["method", "gaussian", "uniform", "zero"]
+AttackStart = Literal["method", "gaussian", "uniform", "uniform_unclamped", "zero"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
@@ -58,6 +58,12 @@ class OptimConfig:
     epochs: int = 300
     milestones: list[int] = field(default_factory=lambda: [215, 260, 285])
     gamma: float = 0.1  # lr multiplier at each milestone
+    # "compound": lr × gamma at every milestone. "once": every milestone sets lr × gamma, so only the
+    # first one changes anything — the official ARD code's bug (its [100, 150] is one decay at 100).
+    milestone_decay: Literal["compound", "once"] = "compound"
+    # "all" parameters (official MTARD, TRADES, ARD), or "weights": conv and linear weights only, no
+    # biases or BN scales/shifts (Madry's cifar10_challenge).
+    weight_decay_on: Literal["all", "weights"] = "all"
 
 
 @dataclass
@@ -67,8 +73,12 @@ class AttackConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
-    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT/ARD uniform)
+    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT uniform, ARD uniform unclamped)
     start: AttackStart = "method"
+    # The student's BN mode during the attack. "method": train for ARD (its official attack), eval for
+    # the others; "train" for SAT as Madry ran it. Train-mode attack forwards also update BN running
+    # statistics, as ARD's official (PyTorch) attack does.
+    bn_mode: Literal["method", "eval", "train"] = "method"
 
 
 @dataclass
@@ -106,13 +116,28 @@ class TeachersConfig:
 
 @dataclass
 class EvalConfig:
-    """Per-epoch validation: clean accuracy and PGD accuracy ("SAT" setting by default)."""
+    """Per-epoch validation: clean accuracy and PGD accuracy ("SAT" setting by default).
+
+    Always on the validation split (there is no field to choose another: selecting on the test
+    split would make the reported test numbers optimistic). `select` says which epoch the run
+    stands for: "last" (default) or "best" by `select_criterion` among the candidate epochs —
+    every `select_every` epochs before the first lr milestone, every epoch from it on, and the
+    final epoch (the official B-MTARD schedule is 20 / from epoch 215, on the *test* set there).
+    """
 
     eps: float = 8 / 255
     pgd_steps: int = 20
     pgd_step_size: float = 2 / 255
     max_samples: int = 0  # 0 = the whole validation split
     batch_size: int = 256
+    # "last" by default: a search budget is a proxy whose last epoch is what the budget trained,
+    # and picking the best of many epochs on the split the objectives are read from inflates them.
+    select: Literal["last", "best"] = "last"
+    select_criterion: Literal["mean", "clean", "pgd"] = "mean"  # mean = (clean + PGD)/2, the official criterion
+    select_every: int = 20
+    # Validation PGD under bf16 autocast (CUDA). Off: a low-precision gradient can weaken the attack
+    # and inflate the robust accuracy that ranks trials; the official runs are fp32.
+    bf16: bool = False
 
 
 @dataclass
@@ -140,6 +165,9 @@ class ScalingConfig:
     accelerator_type: str = ""  # e.g. "A100"; "" = any
     resources: dict = field(default_factory=dict)  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
     max_failures: int = 2  # worker-group restarts from the last checkpoint
+    # With several CUDA workers the student's BN layers become SyncBatchNorm (statistics over the
+    # global batch, as on one worker). CPU/gloo keeps per-worker BN: torch's SyncBatchNorm is CUDA-only.
+    sync_batchnorm: bool = True
 
 
 @dataclass
@@ -447,6 +475,9 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
     _check(cfg.runtime.threads >= 0, "runtime.threads", "must be >= 0 (0 = torch's default)")
     _check(cfg.runtime.divergence_check_every >= 1, "runtime.divergence_check_every", "must be >= 1 (steps between host reads)")
+    _check(cfg.eval.select_every >= 1, "eval.select_every", "must be >= 1 (1 = every epoch is a candidate)")
+    if cfg.eval.select == "best" and cfg.eval.select_criterion != "clean":
+        _check(cfg.eval.pgd_steps > 0, "eval.select_criterion", f"{cfg.eval.select_criterion!r} needs PGD accuracy: set eval.pgd_steps > 0 or select_criterion: clean")
     s = cfg.scaling
     _check(s.workers >= 1, "scaling.workers", "must be >= 1")
     _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")
