@@ -13,6 +13,7 @@ on any number of workers.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from contextlib import nullcontext
