@@ -39,12 +39,11 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mtard.attacks import pgd
 from mtard.config import TrainConfig, load_config

@@ -8,8 +8,8 @@ So everything inside is tensors, numbers, strings, lists and dicts.
     {"format": FORMAT,
      "model": {"arch", "num_classes", "in_channels", "image_size", "dataset"},
      "state_dict": {...},
-     ... run state when written by the trainer: "epoch", "optimizer", "balance",
-     "rng", "config", "metrics"}
+     ... run state when written by the trainer: "epoch", "optimizer", "method" (the
+     method's own state, e.g. its balance), "rng", "config", "metrics"}
 
 Foreign checkpoints (the TRADES/RSLAD WideResNet files) are bare state dicts; the
 teacher catalog supplies their architecture.
@@ -17,7 +17,6 @@ teacher catalog supplies their architecture.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ import torch
 from torch import nn
 
 from mtard.errors import MtardError
+from mtard.storage import atomic_write
 
 FORMAT = "mtard-checkpoint-1"
+CHECKPOINT_FILE = "checkpoint.pt"  # a run's checkpoint inside its folder (plain runs, Ray Train, Tune)
 
 
 def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int, dataset: str) -> dict:
@@ -36,11 +37,7 @@ def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int
 
 def save(path: str | Path, payload: dict) -> None:
     """Write atomically: a crash mid-write never destroys the previous good checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
 
 
 def _first_line(err: BaseException) -> str:

@@ -19,16 +19,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from mtard import checkpoint as ckpt
+from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
 from mtard.loop import Context, TrainingDiverged, fit
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from mtard.storage import absolute
 
 
 class RayContext(Context):
@@ -93,16 +92,21 @@ class RayContext(Context):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def train_fn_per_worker(config: dict) -> None:
-    """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
-    cfg = config_from_dict(config["cfg"])
-    ctx = RayContext(config.get("log_dir"))
+def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
+    """`fit`, but a diverged run is reported (NaN objectives, `diverged: 1`) and ends normally.
+
+    Divergence is deterministic: a restart would diverge again. Every rank reports it, so Ray
+    Train's report barrier matches; the caller (a search, `train_distributed`) sees a failed run.
+    """
     try:
         fit(cfg, ctx)
     except TrainingDiverged as err:
-        # Divergence is deterministic: a worker restart would diverge again. Report it (every rank,
-        # so the report barrier matches) and end normally; the driver turns it into a failed run.
         ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}, None)
+
+
+def train_fn_per_worker(config: dict) -> None:
+    """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
+    fit_reporting_divergence(config_from_dict(config["cfg"]), RayContext(config.get("log_dir")))
 
 
 def scaling_config(cfg: TrainConfig):
@@ -140,12 +144,6 @@ def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list 
             callbacks=callbacks or [],
         ),
     )
-
-
-def storage_uri(storage: str | None, default: str | Path) -> str:
-    """Ray wants absolute local paths; URIs (s3://, gs://, ...) pass through."""
-    value = storage or str(default)
-    return value if "://" in value else os.path.abspath(value)
 
 
 def fit_trainer(trainer, storage: str):
@@ -193,7 +191,7 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     from mtard.config import save_config
     from mtard.logs import read_metrics
 
-    storage = storage_uri(storage, cfg.out_dir)
+    storage = absolute(storage, cfg.out_dir)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.name if local else None
     if local and not resume and (run_dir / "checkpoint_manager_snapshot.json").exists():

@@ -13,8 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mtard.cli import main
 from mtard.errors import MtardError
 from mtard.search.compare import compare, parse_experiments
-from mtard.search.review import FIGURE_TAG, REVIEW_RUN, Objective, TrialRecord, write_review
-from mtard.search.run import append_record
+from mtard.search.files import REVIEW_RUN
+from mtard.search.records import Objective, TrialRecord, append_record
+from mtard.search.render import FIGURE_TAG, write_review
 
 CLEAN = Objective("val_clean_acc", "max", "val clean accuracy")
 PGD = Objective("val_pgd_acc", "max", "val PGD-20 accuracy (L∞ ε=0.2, step 0.05)")

@@ -266,9 +266,9 @@ def recording(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) -> None:
+    from mtard.data import load_splits
     from mtard.distributed import train_distributed
     from mtard.loop import Context, validate
-    from mtard.data import load_splits
 
     cfg = dist_cfg("optim.epochs=3", name="lockstep")
     final = train_distributed(cfg)

@@ -22,19 +22,18 @@ from pathlib import Path
 import pytest
 
 from mtard.errors import MtardError
-from mtard.search.review import (
+from mtard.search.records import Objective, TrialRecord
+from mtard.search.render import (
     FIGURE_TAG,
     HV_EPOCHS_TAG,
     HV_TRIALS_TAG,
-    Objective,
     TensorBoardReview,
-    TrialRecord,
-    compute_review,
-    evaluate_front,
     pareto_figure,
     render_table,
     write_review,
 )
+from mtard.search.review import compute_review
+from mtard.search.verify import evaluate_front
 
 CLEAN = Objective("val_clean_acc", "max", "val clean accuracy")
 PGD = Objective("val_pgd_acc", "max", "val PGD-20 accuracy (L∞ ε=0.2, step 0.05)")
@@ -449,8 +448,8 @@ CHEAP = ["clean", "pgd20_sat", "pgd20_trades", "cw"]
 def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real mtard checkpoints of a tiny digits MLP (a briefly and a longer trained one)."""
     import torch
-    from conftest import train_digits_mlp
 
+    from conftest import train_digits_mlp
     from mtard.checkpoint import model_spec, save
     from mtard.config import DataConfig, EvalConfig, TrainConfig, to_dict
     from mtard.data import load_splits
