@@ -328,3 +328,14 @@ def test_training_on_digits_does_not_import_torchvision() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_splits_are_reused_while_the_fields_that_determine_them_stay_the_same():
+    """A search's trial process runs trial after trial: the same data is not built twice."""
+    cfg = DataConfig(name="digits", batch_size=32)
+    first = load_splits(cfg)
+    assert load_splits(DataConfig(name="digits", batch_size=64, num_workers=2)) is first  # loader fields only
+    other = load_splits(DataConfig(name="digits", split_seed=1))
+    assert other is not first and other.val.indices != first.val.indices
+    again = load_splits(cfg)  # only the latest splits are kept
+    assert again is not first and again.val.indices == first.val.indices

@@ -166,3 +166,21 @@ def test_cuda_requested_without_a_gpu() -> None:
     with pytest.raises(MtardError, match="runtime.device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_teachers_are_loaded_once_per_process_until_their_file_changes(trained_teachers) -> None:
+    """Trial after trial in one search process: a teacher loads once; a retrained file loads again."""
+    import os
+
+    from mtard.data import dataset_info
+    from mtard.loop import _teacher
+    from mtard.teachers import checkpoint_path, get_entry, load_catalog
+
+    entry = get_entry(load_catalog(trained_teachers), "tiny_clean")
+    info, cpu = dataset_info("digits"), torch.device("cpu")
+    first = _teacher(entry, info, cpu)
+    assert _teacher(entry, info, cpu) is first
+    path = checkpoint_path(entry)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "retrained"
+    assert _teacher(entry, info, cpu) is not first

@@ -336,6 +336,15 @@ def test_unwritable_storage_is_one_clear_line(tmp_path: Path, tiny_catalog: Path
         run_search(path, storage=str(tmp_path / "file"))
 
 
+def test_evaluate_front_on_a_pareto_json_that_is_not_json_is_one_line(tmp_path: Path, capsys) -> None:
+    from mtard.cli import main
+
+    (tmp_path / "pareto.json").write_text('{"objectives": [')  # torn, or edited by hand
+    assert main(["evaluate-front", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{tmp_path / 'pareto.json'} is not a pareto.json written by `mtard search`" in err
+
+
 # ---------------------------------------------------------------- slow: one real search per kind of trial
 
 

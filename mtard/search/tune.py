@@ -46,11 +46,12 @@ from mtard.storage import join, read_text, with_scheme
 
 DEFAULT_KEY = "is_default"  # Tune config key marking the enqueued defaults trial
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # a reported checkpoint directory (Ray's TuneReportCallback name)
-# Tune's bookkeeping keys: not part of a trial's metrics record.
+REPLAYED_KEY = "replayed"  # set on a finished trial's metrics re-reported from its checkpoint (nothing trained)
+# Tune's bookkeeping keys and ours: not part of a trial's metrics record.
 TUNE_KEYS = {
     "config", "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-    "iterations_since_restore", "experiment_tag", "should_checkpoint", CHECKPOINT_PATH_KEY,
+    "iterations_since_restore", "experiment_tag", "should_checkpoint", CHECKPOINT_PATH_KEY, REPLAYED_KEY,
 }
 
 
@@ -125,7 +126,7 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict]):
             state = ctx.latest_checkpoint()
             if state is not None and int(state["epoch"]) >= cfg.optim.epochs:
                 # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-                tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: ctx.resumed_from})
+                tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: ctx.resumed_from, REPLAYED_KEY: 1})
                 return
             fit_reporting_divergence(cfg, ctx)
         except MtardError as err:
@@ -173,7 +174,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str):
         state = train_run_state(train_storage, name)
         if state and int(state["metrics"].get("epoch", 0)) >= cfg.optim.epochs:
             # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0]})
+            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0], REPLAYED_KEY: 1})
             return
         trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()])
         try:
@@ -215,6 +216,10 @@ class MtardOptunaSearch(OptunaSearch):
 
         if not _optuna_trial_open(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)
+        if _optuna_trial_finished(self, trial_id):
+            # Told before a driver crash that Tune's saved state predates: the study has it already.
+            _mark_told(self, trial_id)
+            return None
         status, reason = classify(
             result or {}, budget=self._budget, objectives=list(self.metric),
             error="the trial raised an error (see trials.csv)" if error else None,
@@ -305,7 +310,7 @@ class SearchProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = trial.trial_id
         self._epoch[tid] = int(result.get("epoch") or 0)
-        if tid in self._started and finite(result.get("epoch_time_s")):
+        if tid in self._started and finite(result.get("epoch_time_s")) and not result.get(REPLAYED_KEY):
             self._startup[tid] = time.time() - self._started.pop(tid) - float(result["epoch_time_s"])
         if result.get(CHECKPOINT_PATH_KEY):  # a Ray Train trial's checkpoint (or a re-reported one)
             self._note_checkpoint(tid, self._epoch[tid], str(result[CHECKPOINT_PATH_KEY]))
@@ -461,6 +466,11 @@ def _link_optuna_trial(search: OptunaSearch, trial_id: str) -> bool:
 
 def _optuna_trial_open(search: OptunaSearch, trial_id: str) -> bool:
     return trial_id not in search._completed_trials and trial_id in search._ot_trials
+
+
+def _optuna_trial_finished(search: OptunaSearch, trial_id: str) -> bool:
+    ot_trial = search._ot_trials[trial_id]
+    return search._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
 
 def _tell_optuna(search: OptunaSearch, trial_id: str, state, attrs: dict[str, str]) -> None:
