@@ -1,8 +1,9 @@
 """The epoch loop, written once.
 
-`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`) and in every
-Ray Train worker (`mtard.distributed.RayContext`): the context is the only thing
-that knows about ranks, all-reduces, where checkpoints go and how metrics leave.
+`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`), in every
+Ray Train worker (`mtard.distributed.RayContext`) and in a search's one-worker
+trial (`mtard.search.tune.TuneContext`): the context is the only thing that knows
+about ranks, all-reduces, where checkpoints go and how metrics leave.
 
 Reproducibility: at the start of every epoch the RNGs are re-seeded from
 (seed, epoch, rank), and the data order is a function of (seed, epoch). So the

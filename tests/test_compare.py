@@ -114,3 +114,13 @@ def test_bad_arguments_name_the_problem(two_searches, tmp_path: Path) -> None:
     with pytest.raises(MtardError, match="already holds something other than a comparison"):
         compare([str(mtard), str(baselines)], tmp_path / "elsewhere")
     assert (tmp_path / "elsewhere" / "notes.txt").read_text() == "mine"
+
+
+def test_compare_and_the_review_import_no_ray() -> None:
+    """Reading records and drawing a review needs no cluster library."""
+    import subprocess
+    import sys
+
+    probe = "import sys, mtard.search.compare, mtard.search.verify; print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
