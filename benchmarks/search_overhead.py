@@ -12,8 +12,8 @@ For each it prints, from the search's own records (records.jsonl):
     it, so the first trial of each slot pays it outside this figure; the wall-time ratio below
     includes it;
   - the search's wall time against the sum of its trials' time in epochs (training +
-    validation, `train_time_s` in the records) divided by the measured concurrency: 1.0 would
-    be a search that does nothing but train and validate.
+    validation, `train_time_s` in the records) divided by the number of trials the search runs
+    at once: 1.0 would be a search that does nothing but train and validate.
 Teachers are trained before the clock starts (they are cached across searches).
 
     python benchmarks/search_overhead.py [--num-samples 12] [--ray-train-samples 4]
@@ -22,7 +22,6 @@ Teachers are trained before the clock starts (they are cached across searches).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -31,36 +30,20 @@ from pathlib import Path
 import yaml
 
 
-def last_results(exp_dir: Path) -> list[dict]:
-    """The last report of every trial, from Tune's per-trial result.json files."""
-    rows = []
-    for result in sorted(exp_dir.glob("trial-*/result.json")):
-        lines = [line for line in result.read_text().splitlines() if line.strip()]
-        if lines:
-            rows.append(json.loads(lines[-1]))
-    return rows
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """How many trials ran at the same time at most (measured, not configured)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    return peak
-
-
 def run(space_path: Path, storage: Path, name: str, num_samples: int) -> dict:
     from mtard.search.records import read_records
+    from mtard.search.resources import plan_concurrency
     from mtard.search.run import run_search
+    from mtard.search.space import load_space
+    from mtard.search.tune import cluster_capacity, node_shapes
 
+    space = load_space(space_path)
+    space.num_samples = num_samples
+    concurrency = plan_concurrency(space, cluster_capacity(), node_shapes())  # what the search runs at once
     start = time.perf_counter()
     run_search(space_path, storage=str(storage), name=name, num_samples=num_samples)
     wall = time.perf_counter() - start
     records = read_records(storage / name / "records.jsonl")
-    rows = last_results(storage / name)
-    concurrency = max_overlap([(r["timestamp"] - r["time_total_s"], r["timestamp"]) for r in rows]) or 1
     startup = [r.startup_s for r in records if r.startup_s is not None]
     in_epochs = sum(r.train_time_s for r in records)
     return {"wall": wall, "trials": len(records), "startup": startup, "in_epochs": in_epochs, "concurrency": concurrency}
@@ -115,7 +98,7 @@ def main() -> None:
         r["ideal"] = r["in_epochs"] / r["concurrency"]
     print(f"{'search wall time (s)':34s}{direct['wall']:>16.1f}{train['wall']:>18.1f}")
     print(f"{'Σ trials time in epochs (s)':34s}{direct['in_epochs']:>16.1f}{train['in_epochs']:>18.1f}")
-    print(f"{'measured concurrency':34s}{direct['concurrency']:>16d}{train['concurrency']:>18d}")
+    print(f"{'trials at once':34s}{direct['concurrency']:>16d}{train['concurrency']:>18d}")
     print(f"{'wall / (Σ in epochs / concurrency)':34s}{direct['wall'] / direct['ideal']:>16.2f}{train['wall'] / train['ideal']:>18.2f}")
     print("The gap between wall and ideal: per-trial start-up, reports and checkpoints, trial processes starting,"
           " and trials that cannot overlap at the end of the search.")
