@@ -18,6 +18,7 @@ trial's validation score does not depend on augmentation noise.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -49,13 +50,27 @@ def load_splits(cfg: DataConfig) -> Splits:
     """Build train/val/test for `cfg.name`, with the seeded validation split (reused while the
     fields that determine the splits stay the same; the splits are never modified)."""
     global _LAST_SPLITS
-    key = (cfg.name, str(Path(cfg.root).resolve()), cfg.val_fraction, cfg.split_seed, cfg.augment)
+    key = (cfg.name, cfg.val_fraction, cfg.split_seed, cfg.augment)
+    if cfg.name != "digits":  # files on disk: a changed or replaced file is read again
+        key += (str(Path(cfg.root).resolve()), _files_fingerprint(Path(cfg.root)))
     if _LAST_SPLITS is not None and _LAST_SPLITS[0] == key:
         return _LAST_SPLITS[1]
     _LAST_SPLITS = None  # free the old data set before building the next
     splits = _build_splits(cfg)
     _LAST_SPLITS = (key, splits)
     return splits
+
+
+def _files_fingerprint(root: Path, depth: int = 2) -> tuple:
+    """(path, size, mtime) of every file up to `depth` folders below `root` (CIFAR: a dozen files)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        if len(Path(folder).relative_to(root).parts) >= depth:
+            dirs.clear()
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            found.append((os.path.join(folder, name), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 def _build_splits(cfg: DataConfig) -> Splits:
