@@ -59,8 +59,9 @@ def trial_params(config: dict, space: SearchSpace) -> dict:
     return {k: v for k, v in config.items() if k in space.param_paths}
 
 
-def _failure_report(err: MtardError, epoch: int, objectives: list[str], *, diverged: bool) -> dict:
-    return {"epoch": epoch, "diverged" if diverged else "failed": 1.0, "error": str(err), **{m: float("nan") for m in objectives}}
+def _failure_report(err: MtardError, epoch: int, objectives: list[str]) -> dict:
+    """What a trial reports when an mtard error ends it: deterministic, so Tune must not retry it."""
+    return {"epoch": epoch, "failed": 1.0, "error": str(err), **{m: float("nan") for m in objectives}}
 
 
 # ---------------------------------------------------------------- direct trials
@@ -130,7 +131,7 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict]):
                 return
             fit_reporting_divergence(cfg, ctx)
         except MtardError as err:
-            tune.report(_failure_report(err, 0, space.metrics, diverged=False))
+            tune.report(_failure_report(err, 0, space.metrics))
 
     return direct_trial
 
@@ -181,7 +182,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str):
             fit_trainer(trainer, train_storage)
         except MtardError as err:
             epoch = int((train_run_state(train_storage, name) or {"metrics": {}})["metrics"].get("epoch", 0))
-            tune.report(_failure_report(err, epoch, space.metrics, diverged=False))
+            tune.report(_failure_report(err, epoch, space.metrics))
 
     return ray_train_trial
 
