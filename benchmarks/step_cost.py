@@ -143,7 +143,9 @@ def bench(setting: Setting, variant: Variant, *, batch: int, repeats: int, warmu
     optimizer = torch.optim.SGD(student.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
     x = torch.rand(batch, setting.channels, setting.size, setting.size, device=device).to(memory_format=memory_format)
     y = torch.randint(0, setting.classes, (batch,), device=device)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16) if variant.bf16 else nullcontext()
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if variant.bf16 else nullcontext()
+
     student.train()
 
     # --- the real step, as mtard.loop.fit runs it (its host read every check_every steps included)
@@ -250,7 +252,9 @@ def report(res: dict, repeats: int) -> None:
     a = res["cfg"].attack
     k = a.steps
     med = res["median"]
-    ms = lambda v: f"{1000 * v:9.2f}"
+    def ms(v: float) -> str:
+        return f"{1000 * v:9.2f}"
+
     print(f"\n## {s.name} [{variant_name(res['variant'])}]: student {s.student} ({res['params'] / 1e6:.3f}M params), teachers clean={s.clean} "
           f"robust={s.robust}, input {s.channels}x{s.size}x{s.size}, batch {res['batch']}, attack K={k} steps (eps {a.eps:.4g}, step {a.step_size:.4g})")
     print(f"median over {repeats} repeats")

@@ -8,8 +8,8 @@ So everything inside is tensors, numbers, strings, lists and dicts.
     {"format": FORMAT,
      "model": {"arch", "num_classes", "in_channels", "image_size", "dataset"},
      "state_dict": {...},
-     ... run state when written by the trainer: "epoch", "optimizer", "balance",
-     "rng", "config", "metrics"}
+     ... run state when written by the trainer: "epoch", "optimizer", "method" (the
+     method's own state, e.g. its balance), "rng", "config", "metrics"}
 
 Foreign checkpoints (the TRADES/RSLAD WideResNet files) are bare state dicts; the
 teacher catalog supplies their architecture.
@@ -18,7 +18,6 @@ teacher catalog supplies their architecture.
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ import torch
 from torch import nn
 
 from mtard.errors import MtardError
+from mtard.storage import atomic_write
 
 FORMAT = "mtard-checkpoint-1"
+CHECKPOINT_FILE = "checkpoint.pt"  # a run's checkpoint inside its folder (plain runs, Ray Train, Tune)
 
 
 def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int, dataset: str) -> dict:
@@ -37,17 +38,15 @@ def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int
 
 def save(path: str | Path, payload: dict) -> None:
     """Write atomically: a crash mid-write never destroys the previous good checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         # Through a Python file: a failed write raises OSError with its errno (torch's own
         # writer would report ENOSPC as "enforce fail at inline_container.cc").
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         why = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
         raise MtardError(f"could not write checkpoint {path}: {why}; the previous checkpoint there (if any) is kept") from err
 

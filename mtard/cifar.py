@@ -18,8 +18,8 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
 from mtard.config import DataConfig
-from mtard.data import DatasetInfo, Splits, TransformSubset
 from mtard.errors import MtardError
+from mtard.splits import DatasetInfo, Splits, TransformSubset
 
 # Bounds a download attempt that hangs (e.g. a firewall dropping packets) instead
 # of failing; applies per socket operation, so a slow but live download still works.

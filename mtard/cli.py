@@ -79,6 +79,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _teachers_list(args: argparse.Namespace) -> None:
     from mtard.teachers import checkpoint_path, load_catalog, sidecar
+    from mtard.text import text_table
 
     rows = []
     for name, entry in sorted(load_catalog(args.catalog).items()):
@@ -88,9 +89,7 @@ def _teachers_list(args: argparse.Namespace) -> None:
         state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
     header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    print("\n".join(text_table(header, rows)))
 
 
 def _teachers_train(args: argparse.Namespace) -> None:
@@ -109,11 +108,15 @@ def _teachers_train(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from mtard.search.run import run_search
 
-    run_search(args)
+    run_search(
+        args.space, storage=args.storage, name=args.name, address=args.address, resume=args.resume,
+        num_samples=args.num_samples, final_eval=args.final_eval,
+    )
 
 
 def _evaluate_front(args: argparse.Namespace) -> None:
-    from mtard.search.review import evaluate_front, render_verified
+    from mtard.search.render import render_verified
+    from mtard.search.verify import evaluate_front
 
     path = evaluate_front(
         Path(args.exp_dir), attacks=_attack_list(args.attacks), max_samples=args.max_samples, device=args.device,
@@ -125,7 +128,7 @@ def _evaluate_front(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from mtard.search.compare import compare
-    from mtard.search.review import render_table
+    from mtard.search.render import render_table
 
     data = compare(args.experiments, Path(args.out))
     print(render_table(data))

@@ -24,11 +24,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mtard import checkpoint as ckpt
+from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, TrainingDiverged, fit
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from mtard.storage import absolute, put_atomic
 
 
 def wants_sync_batchnorm(device: torch.device, world_size: int, enabled: bool = True) -> bool:
@@ -116,7 +116,6 @@ class RayContext(Context):
             ckpt.save(Path(directory) / CHECKPOINT_FILE, payload)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
-
     def save_best(self, payload: dict) -> None:
         """`BEST_FILE` in the run's storage directory (beside Ray Train's `checkpoint_*` folders).
 
@@ -124,32 +123,33 @@ class RayContext(Context):
         written by rank 0 straight into the storage (local path, shared filesystem or a cloud
         URI), to a temporary name first and then moved over the previous best.
         """
-        import pyarrow.fs
         import ray.train
 
         storage = ray.train.get_context().get_storage()  # Ray's DeveloperAPI: the RunConfig's filesystem and paths
-        fs, run_path = storage.storage_filesystem, storage.experiment_fs_path
         with tempfile.TemporaryDirectory() as directory:
             local = Path(directory) / BEST_FILE
             ckpt.save(local, payload)
-            fs.create_dir(run_path, recursive=True)
-            partial = f"{run_path}/{BEST_FILE}.tmp"
-            pyarrow.fs.copy_files(str(local), partial, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
-            fs.move(partial, f"{run_path}/{BEST_FILE}")
+            put_atomic(local, storage.storage_filesystem, storage.experiment_fs_path, BEST_FILE)
+
+
+def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
+    """`fit`, but a diverged run is reported (NaN objectives, `diverged: 1`) and ends normally.
+
+    Divergence is deterministic: a restart would diverge again. Every rank reports it, so Ray
+    Train's report barrier matches; the caller (a search, `train_distributed`) sees a failed run.
+    """
+    try:
+        fit(cfg, ctx)
+    except TrainingDiverged as err:
+        nan = float("nan")
+        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
+                    **{k: nan for k in SELECTION_METRICS}}, None)
 
 
 def train_fn_per_worker(config: dict) -> None:
     """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
     cfg = config_from_dict(config["cfg"])
-    ctx = RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm)
-    try:
-        fit(cfg, ctx)
-    except TrainingDiverged as err:
-        # Divergence is deterministic: a worker restart would diverge again. Report it (every rank,
-        # so the report barrier matches) and end normally; the driver turns it into a failed run.
-        nan = float("nan")
-        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
-                    **{k: nan for k in SELECTION_METRICS}}, None)
+    fit_reporting_divergence(cfg, RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm))
 
 
 def scaling_config(cfg: TrainConfig):
@@ -187,12 +187,6 @@ def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list 
             callbacks=callbacks or [],
         ),
     )
-
-
-def storage_uri(storage: str | None, default: str | Path) -> str:
-    """Ray wants absolute local paths; URIs (s3://, gs://, ...) pass through."""
-    value = storage or str(default)
-    return value if "://" in value else os.path.abspath(value)
 
 
 def fit_trainer(trainer, storage: str):
@@ -241,7 +235,7 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     from mtard.logs import read_metrics
     from mtard.runs import check_run_dir
 
-    storage = storage_uri(storage, cfg.out_dir)
+    storage = absolute(storage, cfg.out_dir)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.name if local else None
     if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's

@@ -52,6 +52,7 @@ from mtard import attacks as _attacks
 from mtard.config import DataConfig, coerce, from_dict
 from mtard.errors import MtardError
 from mtard.loop import resolve_device
+from mtard.text import format_eps, text_table
 
 __all__ = [
     "ATTACKS",
@@ -112,18 +113,6 @@ class AttackSpec:
 # ---------------------------------------------------------------- descriptions
 
 
-def _eps_text(eps: float) -> str:
-    """'0.2' when a short decimal is exact, else '8/255' for multiples of 1/255 (how
-    papers write ε), else 4 significant digits."""
-    short = f"{eps:.4g}"
-    if float(short) == eps:
-        return short
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return short
-
-
 def _scale(eps: float) -> float:
     return eps / REFERENCE_EPS
 
@@ -136,7 +125,7 @@ def _step_text(base: float, base_text: str, eps: float) -> str:
 
 
 def _linf(eps: float) -> str:
-    return f"L∞ ε={_eps_text(eps)}"
+    return f"L∞ ε={format_eps(eps)}"
 
 
 # ---------------------------------------------------------------- the attacks
@@ -403,13 +392,7 @@ def render_table(results: list[AttackResult]) -> str:
     """A plain-text table: attack, accuracy (%), samples, description."""
     header = ("attack", "accuracy", "samples", "description")
     rows = [(r.attack, f"{100 * r.accuracy:.2f}%", str(r.samples), r.description) for r in results]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-
-    def line(row: tuple[str, str, str, str]) -> str:
-        return f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}"
-
-    rule = "  ".join("-" * w for w in widths) + "  " + "-" * len(header[3])
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+    return "\n".join(text_table(header, rows, right=(1, 2)))
 
 
 # ---------------------------------------------------------------- checkpoints

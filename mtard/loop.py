@@ -1,8 +1,9 @@
 """The epoch loop, written once.
 
-`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`) and in every
-Ray Train worker (`mtard.distributed.RayContext`): the context is the only thing
-that knows about ranks, all-reduces, where checkpoints go and how metrics leave.
+`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`), in every
+Ray Train worker (`mtard.distributed.RayContext`) and in a search's one-worker
+trial (`mtard.search.tune.TuneContext`): the context is the only thing that knows
+about ranks, all-reduces, where checkpoints go and how metrics leave.
 
 Reproducibility: at the start of every epoch the RNGs are re-seeded from
 (seed, epoch, rank), and the data order is a function of (seed, epoch). So the
@@ -29,7 +30,7 @@ from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
 from mtard.methods import NEEDS_TEACHERS, Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
-from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teacher
+from mtard.teachers import checkpoint_path, ensure_teachers, get_entry, load_catalog, load_teacher
 
 #: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
 BEST_FILE = "best.pt"
@@ -192,7 +193,7 @@ class LocalContext(Context):
 
         super().__init__(device)
         self.run_dir = run_dir
-        self.checkpoint = run_dir / "checkpoint.pt"
+        self.checkpoint = run_dir / ckpt.CHECKPOINT_FILE
         self.best = run_dir / BEST_FILE
         self.resume = resume
         self.log = MetricsLog(run_dir)
@@ -220,11 +221,26 @@ def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, 
     roles = NEEDS_TEACHERS[cfg.method.name]
     catalog = load_catalog(cfg.teachers.catalog)
     ctx.once_per_node(lambda: ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress))
-    info = splits.info
-    return {
-        role: load_teacher(get_entry(catalog, name), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(ctx.device)
-        for (_, name), role in zip(names, roles)
-    }
+    return {role: _teacher(get_entry(catalog, name), splits.info, ctx.device) for (_, name), role in zip(names, roles)}
+
+
+# Teachers loaded in this process, by what determines them: the catalog entry, the checkpoint
+# file's identity (a retrained file is loaded again), the data shape and the device. A search's
+# trial process runs trial after trial: each loads its teachers once. Teachers are frozen, so
+# trials can share them; only the latest set is kept.
+_TEACHERS: dict[tuple, nn.Module] = {}
+
+
+def _teacher(entry, info, device: torch.device) -> nn.Module:
+    path = checkpoint_path(entry)
+    stat = path.stat() if path.is_file() else None
+    key = (repr(entry), str(path), stat and (stat.st_mtime_ns, stat.st_size), info, str(device))
+    if key not in _TEACHERS:
+        model = load_teacher(entry, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+        if len(_TEACHERS) >= 2:  # a clean and a robust teacher
+            _TEACHERS.clear()
+        _TEACHERS[key] = model.to(device)
+    return _TEACHERS[key]
 
 
 @torch.no_grad()

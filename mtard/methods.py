@@ -13,7 +13,7 @@ rank (a plain process passes the identity).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

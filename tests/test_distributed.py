@@ -30,9 +30,9 @@ import torch
 from conftest import TINY_CLEAN, TINY_ROBUST, tiny_catalog_text
 from mtard import checkpoint as ckpt
 from mtard.distributed import RayContext
-from mtard.loop import BEST_FILE
 from mtard.errors import MtardError
 from mtard.logs import read_metrics
+from mtard.loop import BEST_FILE
 
 ray = pytest.importorskip("ray")
 
@@ -267,9 +267,9 @@ def recording(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) -> None:
+    from mtard.data import load_splits
     from mtard.distributed import train_distributed
     from mtard.loop import Context, validate
-    from mtard.data import load_splits
 
     cfg = dist_cfg("optim.epochs=3", name="lockstep")
     final = train_distributed(cfg)

@@ -252,7 +252,7 @@ def test_best_epoch_is_kept_beside_the_last(make_cfg) -> None:
     assert final["selected_val_clean_acc"] == rows[best_epoch - 1]["val_clean_acc"]
     assert all(set(SELECTION_METRICS) <= set(r) for r in rows)  # every epoch reports them
     best = ckpt.read(cfg.run_dir / BEST_FILE)
-    last = ckpt.read(cfg.run_dir / "checkpoint.pt")
+    last = ckpt.read(cfg.run_dir / ckpt.CHECKPOINT_FILE)
     assert best["epoch"] == best_epoch and last["epoch"] == 4
     assert best["metrics"]["val_clean_acc"] == rows[best_epoch - 1]["val_clean_acc"]
     ckpt.load_checkpoint(cfg.run_dir / BEST_FILE)  # evaluable like any checkpoint
@@ -285,3 +285,21 @@ def test_validation_attacks_in_fp32_unless_asked() -> None:
     with pytest.warns(UserWarning) if not torch.cuda.is_available() else nullcontext():  # "CUDA is not available"
         context = validation_autocast(cfg, torch.device("cuda"))
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+
+
+def test_teachers_are_loaded_once_per_process_until_their_file_changes(trained_teachers) -> None:
+    """Trial after trial in one search process: a teacher loads once; a retrained file loads again."""
+    import os
+
+    from mtard.data import dataset_info
+    from mtard.loop import _teacher
+    from mtard.teachers import checkpoint_path, get_entry, load_catalog
+
+    entry = get_entry(load_catalog(trained_teachers), "tiny_clean")
+    info, cpu = dataset_info("digits"), torch.device("cpu")
+    first = _teacher(entry, info, cpu)
+    assert _teacher(entry, info, cpu) is first
+    path = checkpoint_path(entry)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "retrained"
+    assert _teacher(entry, info, cpu) is not first
