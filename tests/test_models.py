@@ -168,3 +168,92 @@ def test_unknown_arch_lists_valid_names() -> None:
 def test_non_positive_size_is_a_user_error() -> None:
     with pytest.raises(MtardError, match="num_classes"):
         build_model("small_cnn", num_classes=0)
+
+
+# State-dict entries and their total element count (buffers included) of the published
+# networks at 10 classes, counted from the official code: kuangliu's ResNet-18 and
+# MobileNetV2, chenyaofo's ResNet-56, TRADES' WRN-34-10 (with its unused sub_block1).
+@pytest.mark.parametrize(
+    ("arch", "entries", "elements"),
+    [
+        ("resnet18", 122, 11_183_582),
+        ("resnet56", 344, 860_083),
+        ("mobilenet_v2", 344, 2_332_067),
+        ("wrn34_10", 252, 48_287_971),
+    ],
+)
+def test_state_dict_size_matches_official_layout(arch: str, entries: int, elements: int) -> None:
+    state = build_model(arch, num_classes=10).state_dict()
+    assert (len(state), sum(v.numel() for v in state.values())) == (entries, elements)
+
+
+# Plain, out-of-place forwards spelled out from the published code. The models compute the
+# same thing with in-place residual adds and ReLUs (for speed); these pin the function.
+def _resnet_reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = F.relu(model.bn1(model.conv1(x)))
+    stages = [getattr(model, f"layer{i}") for i in (1, 2, 3, 4) if hasattr(model, f"layer{i}")]
+    for stage in stages:
+        for block in stage:
+            shortcut = getattr(block, "shortcut", None) or getattr(block, "downsample", None)
+            inner = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(out)))))
+            out = F.relu(inner + (out if shortcut is None else shortcut(out)))
+    head = model.linear if hasattr(model, "linear") else model.fc
+    return head(out.mean(dim=(2, 3)))
+
+
+def _mobilenet_reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = F.relu(model.bn1(model.conv1(x)))
+    for block in model.layers:
+        inner = F.relu(block.bn1(block.conv1(out)))
+        inner = block.bn3(block.conv3(F.relu(block.bn2(block.conv2(inner)))))
+        out = inner if block.shortcut is None else inner + block.shortcut(out)
+    out = F.relu(model.bn2(model.conv2(out)))
+    return model.linear(out.mean(dim=(2, 3)))
+
+
+def _wrn_reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model.conv1(x)
+    for stage in (model.block1, model.block2, model.block3):
+        for block in stage.layer:
+            activated = F.relu(block.bn1(out))
+            inner = block.conv2(F.relu(block.bn2(block.conv1(activated))))
+            out = torch.add(out if block.convShortcut is None else block.convShortcut(activated), inner)
+    return model.fc(F.relu(model.bn1(out)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("arch", "reference"),
+    [
+        ("resnet18", _resnet_reference),
+        ("resnet56", _resnet_reference),
+        ("mobilenet_v2", _mobilenet_reference),
+        ("wrn16_2", _wrn_reference),
+    ],
+)
+@pytest.mark.parametrize("train", [False, True])
+def test_in_place_forward_computes_the_published_function(arch, reference, train: bool) -> None:
+    """Logits, input gradients (what attacks use), weight gradients and BN statistics match
+    the plain forward to float rounding, in both modes; autograd raises if an in-place write
+    ever clobbers a tensor that backward needs."""
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10, in_channels=3, image_size=8).train(train)
+    twin = build_model(arch, num_classes=10, in_channels=3, image_size=8).train(train)
+    twin.load_state_dict(model.state_dict())
+    x = torch.rand(4, 3, 8, 8)
+    y = torch.arange(4)
+
+    def run(forward):
+        xg = x.clone().requires_grad_(True)
+        logits = forward(xg)
+        F.cross_entropy(logits, y).backward()
+        return logits.detach(), xg.grad
+
+    logits, x_grad = run(model)
+    ref_logits, ref_x_grad = run(lambda v: reference(twin, v))
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(x_grad, ref_x_grad)
+    ref_params = dict(twin.named_parameters())
+    for name, p in model.named_parameters():
+        if p.grad is not None or ref_params[name].grad is not None:
+            torch.testing.assert_close(p.grad, ref_params[name].grad, msg=name)
+    torch.testing.assert_close(model.state_dict(), twin.state_dict())

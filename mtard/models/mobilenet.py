@@ -3,7 +3,11 @@
 This is the variant RSLAD / MTARD train (kuangliu's pytorch-cifar): compared with the
 ImageNet network, the stem and the second bottleneck stage use stride 1, so a 32×32 image
 is downsampled only 8×. Module names (`conv1`, `bn1`, `layers.N.{conv1..3, bn1..3,
-shortcut}`, `conv2`, `bn2`, `linear`) match that layout so its checkpoints load strictly.
+shortcut}`, `conv2`, `bn2`, `linear`) match that layout so its checkpoints load strictly,
+and the forward pass does the same arithmetic (logits match to the bit), but writes in
+place where autograd allows: the ReLUs rectify batch-norm outputs in place and the
+residual is added into bn3's output (batch norm never saves its output for backward).
+The final pool averages over the whole map (kuangliu's `avg_pool2d(out, 4)` on 32×32).
 """
 
 import torch
@@ -51,10 +55,12 @@ class InvertedResidual(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return out if self.shortcut is None else out + self.shortcut(x)
+        if self.shortcut is not None:
+            out += self.shortcut(x)
+        return out
 
 
 class MobileNetV2(nn.Module):
@@ -77,10 +83,10 @@ class MobileNetV2(nn.Module):
         self.linear = nn.Linear(_HEAD_WIDTH, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.layers(out)
-        out = F.relu(self.bn2(self.conv2(out)))
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        return self.linear(F.avg_pool2d(out, out.shape[-2:]).flatten(1))
 
 
 def mobilenet_v2(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:

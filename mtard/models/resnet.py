@@ -1,7 +1,8 @@
 """CIFAR-style ResNets: ResNet-18 (the MTARD student) and ResNet-56 (the clean teacher).
 
 Both use a 3×3 stride-1 stem with no max-pool, so a 32×32 image keeps its resolution in
-the first stage; a global *adaptive* average pool makes them work for 8×8 inputs too.
+the first stage; a global average pool over whatever map is left makes them work for 8×8
+inputs too.
 
 The two networks differ only in depth, widths and their checkpoints' module names. We keep
 each one's published names so existing weights load with `load_state_dict(strict=True)`:
@@ -10,9 +11,17 @@ each one's published names so existing weights load with `load_state_dict(strict
   pytorch-cifar): projection shortcut under `shortcut`, classifier `linear`.
 * ResNet-56 follows chenyaofo's pytorch-cifar-models, which MTARD's clean teacher was
   trained with: projection shortcut under `downsample`, classifier `fc`.
+
+The forward passes use the published networks' arithmetic (so logits match theirs to the
+bit) and write in place wherever autograd allows, which makes a training step slightly
+cheaper than the official one: the residual is added into the second BN's output and every
+ReLU rectifies in place (batch norm and addition never save their outputs for backward).
+The global pool is the one each published network uses: kuangliu's `avg_pool2d` over the
+final map for ResNet-18, an adaptive average pool for ResNet-56 (the two sum in different
+orders, so their logits differ by a few ulp).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -45,16 +54,28 @@ class BasicBlock(nn.Module):
         self._shortcut = shortcut_name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.get_submodule(self._shortcut)(x))
+        out += self.get_submodule(self._shortcut)(x)
+        return F.relu(out, inplace=True)
+
+
+def window_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """kuangliu's `F.avg_pool2d(out, 4)` on a 32×32 input, for any final map size."""
+    return F.avg_pool2d(x, x.shape[-2:])
+
+
+def adaptive_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """chenyaofo's `nn.AdaptiveAvgPool2d((1, 1))`."""
+    return F.adaptive_avg_pool2d(x, 1)
 
 
 class CifarResNet(nn.Module):
     """Stem conv+BN+ReLU, stages of BasicBlocks (the first stage at stride 1, later ones
     halving the resolution), global average pool, linear classifier.
 
-    `shortcut_name` / `head_name` choose the checkpoint layout (see the module docstring).
+    `shortcut_name` / `head_name` choose the checkpoint layout and `pool` the global
+    average pool of the published network (see the module docstring).
     """
 
     def __init__(
@@ -66,6 +87,7 @@ class CifarResNet(nn.Module):
         in_channels: int,
         shortcut_name: str,
         head_name: str,
+        pool: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -81,13 +103,13 @@ class CifarResNet(nn.Module):
         self._stages = [f"layer{index}" for index in range(1, len(widths) + 1)]
         self.add_module(head_name, nn.Linear(in_planes, num_classes))
         self._head = head_name
+        self._pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         for stage in self._stages:
             out = self.get_submodule(stage)(out)
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.get_submodule(self._head)(out)
+        return self.get_submodule(self._head)(self._pool(out).flatten(1))
 
 
 def resnet18(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -100,6 +122,7 @@ def resnet18(*, num_classes: int, in_channels: int, image_size: int) -> nn.Modul
         in_channels=in_channels,
         shortcut_name="shortcut",
         head_name="linear",
+        pool=window_average_pool,
     )
 
 
@@ -117,6 +140,7 @@ def resnet56(*, num_classes: int, in_channels: int, image_size: int) -> nn.Modul
         in_channels=in_channels,
         shortcut_name="downsample",
         head_name="fc",
+        pool=adaptive_average_pool,
     )
     # chenyaofo's initialisation: He-normal over fan-out keeps the 56-layer stack trainable.
     for module in model.modules():
