@@ -173,7 +173,7 @@ def pooled(runs: list[dict]) -> dict:
 
 
 def run_local(cfg: TrainConfig) -> dict:
-    from mtard.loop import train_local
+    from mtard.train import train_local
 
     t0 = time.perf_counter()
     train_local(cfg)

@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> None:
         if getattr(args, flag) is not None:
             setattr(cfg.scaling, path, getattr(args, flag))
     if args.workers is None and args.address is None:
-        from mtard.loop import train_local
+        from mtard.train import train_local
 
         metrics = train_local(cfg, resume=args.resume)
     else:
@@ -70,21 +70,38 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _teachers_list(args: argparse.Namespace) -> None:
     from mtard.teachers import checkpoint_path, load_catalog, sidecar
 
+    if args.zoo:
+        _zoo_list(args.dataset, args.threat)
+        return
     rows = []
     for name, entry in sorted(load_catalog(args.catalog).items()):
         side = sidecar(entry)
         present = checkpoint_path(entry).is_file()
-        acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if side else "-"
+        acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if "val_pgd_acc" in side else "-"
         state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
-    header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
+    _print_rows(("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint"), rows)
+
+
+def _zoo_list(dataset: str, threat: str) -> None:
+    from mtard import zoo
+
+    names = zoo.zoo_listing(dataset, threat)
+    prefix = "rb:" if threat.lower() == "linf" else f"rb:{threat}:"
+    _print_rows(("teacher name", "dataset", "threat"), [(prefix + n, dataset, threat) for n in names])
+    print(f"{len(names)} models; published clean/AutoAttack accuracies: https://robustbench.github.io "
+          f"(RobustBench's package does not ship them)")
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _teachers_train(args: argparse.Namespace) -> None:
-    from mtard.teachers import checkpoint_path, get_entry, load_catalog, train_teacher
+    from mtard.teachers import checkpoint_path, get_entry, load_catalog
+    from mtard.train import train_teacher
 
     catalog = load_catalog(args.catalog)
     for name in args.names:
@@ -157,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="teachers_command", required=True)
     t = tsub.add_parser("list", help="catalog entries, their state and validation accuracy")
     t.add_argument("--catalog", default="", help="catalog YAML (default: the one shipped with mtard)")
+    t.add_argument("--zoo", action="store_true", help="list the RobustBench model zoo instead (rb:<ModelID> names)")
+    t.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"], help="with --zoo (default cifar10)")
+    t.add_argument("--threat", default="Linf", help="with --zoo: Linf (default), L2 or corruptions")
     t.set_defaults(func=_teachers_list)
     t = tsub.add_parser("train", help="train teachers by their catalog recipes")
     t.add_argument("names", nargs="+")

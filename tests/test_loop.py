@@ -14,7 +14,8 @@ from mtard import checkpoint as ckpt
 from mtard.config import TrainConfig, load_config
 from mtard.errors import MtardError
 from mtard.logs import read_metrics
-from mtard.loop import TrainingDiverged, lr_at, resolve_device, train_local
+from mtard.loop import TrainingDiverged, lr_at, resolve_device
+from mtard.train import train_local
 
 TIMING = {"train_time_s", "samples_per_s", "epoch_time_s", "time_in_epochs_s"}
 

@@ -15,17 +15,17 @@ from mtard.errors import MtardError
 from mtard.models import build_model
 from mtard.teachers import (
     FrozenTeacher,
+    TeacherEntry,
+    build_teacher,
     checkpoint_path,
-    ensure_teachers,
     get_entry,
     load_catalog,
-    load_teacher,
-    recipe_config,
     sha256_of,
     sidecar,
-    train_teacher,
+    verified_file,
 )
 from mtard import teachers as teachers_mod
+from mtard.train import ensure_teachers, recipe_config, train_teacher
 
 DIGITS = dict(num_classes=10, in_channels=1, image_size=8)
 
@@ -48,6 +48,11 @@ def one_entry_catalog(tmp_path: Path, checkpoint: Path, *, arch: str = "mlp", ex
         {textwrap.indent(textwrap.dedent(extra), '  ')}""",
     )
     return load_catalog(path)
+
+
+def load_teacher(entry: TeacherEntry, **dims) -> FrozenTeacher:
+    """What a run does with a catalog entry: its checked file, built and loaded."""
+    return build_teacher(entry, verified_file(entry)[0], **dims)
 
 
 def mlp(seed: int = 0):

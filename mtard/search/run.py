@@ -636,7 +636,6 @@ def run_search(args) -> Any:
     import optuna
 
     from mtard.distributed import storage_uri
-    from mtard.teachers import checkpoint_path, ensure_teachers, load_catalog
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resume = getattr(args, "resume", None)
@@ -671,16 +670,10 @@ def run_search(args) -> Any:
         _save_space(space, files)
         files.push()
 
-    # Teachers first: auto-trained ones train here, once, before any worker wants them.
-    fixed = space.fixed_config()
-    names = space.teacher_names()
-    if names:
-        catalog = load_catalog(fixed.teachers.catalog)
-        ensure_teachers(catalog, names, fixed.data.name, progress=True)
-        missing = [n for _, n in names if not checkpoint_path(catalog[n]).is_file()]
-        if missing:
-            print(f"[search] warning: no checkpoint here for teacher(s) {', '.join(sorted(set(missing)))} "
-                  f"(`mtard teachers list`); trials using them fail unless the worker nodes have them", file=sys.stderr)
+    # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
+    from mtard.staging import stage_search_teachers
+
+    stage_search_teachers(space, storage)
 
     import ray
     from ray import tune
