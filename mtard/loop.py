@@ -30,7 +30,14 @@ from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
 from mtard.methods import Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
-from mtard.teachers import build_teacher, load_catalog, node_copy, resolve, staged_path, verified_file
+from mtard.teachers import (
+    build_teacher,
+    load_catalog,
+    node_copy,
+    resolve,
+    staged_path,
+    verified_file,
+)
 
 
 class TrainingDiverged(MtardError):

@@ -25,6 +25,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -142,9 +144,9 @@ def sidecar(entry: TeacherEntry) -> dict:
     try:
         record = json.loads(path.read_text())
         if not isinstance(record, dict):
-            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            raise TypeError(f"expected a JSON object, got {type(record).__name__}")
         return record
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError) as err:
         print(f"[teachers] warning: ignoring unreadable {path} ({err}); retrain the teacher to rewrite it", file=sys.stderr)
         return {}
 
@@ -187,11 +189,12 @@ def verified_file(entry: TeacherEntry) -> tuple[Path, str]:
 # ---------------------------------------------------------------- node-local copies of staged teachers
 
 
-def _lock(path: Path):
-    """An exclusive lock held while the returned file stays open: one fetch per node, the others wait."""
-    handle = open(path, "a")
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
+@contextmanager
+def node_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across the processes of this machine: one fetch per node, the others wait."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def copy_verified(source: Path | None, read_remote, sha256: str, dest: Path, *, what: str) -> Path:
@@ -202,7 +205,7 @@ def copy_verified(source: Path | None, read_remote, sha256: str, dest: Path, *, 
     ever used and the next attempt starts clean.
     """
     writable_dir(dest.parent)
-    with _lock(dest.with_name(dest.name + ".lock")):
+    with node_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file() and sha256_of(dest) == sha256:
             return dest
         tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
@@ -272,7 +275,7 @@ class FrozenTeacher(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FrozenTeacher":
+    def train(self, mode: bool = True) -> FrozenTeacher:
         return self  # BN statistics of a teacher never move
 
     @torch.no_grad()

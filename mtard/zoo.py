@@ -122,12 +122,12 @@ def missing_message(entry, path: Path) -> str:
 def download(entry) -> None:
     """Download the file through RobustBench's downloader, once per node (a file lock), then check it loads."""
     from mtard import checkpoint as ckpt
-    from mtard.teachers import _lock, writable_dir
+    from mtard.teachers import node_lock, writable_dir
 
     dataset, threat, model_id = _location(entry)
     path = Path(entry.checkpoint)
     writable_dir(path.parent)
-    with _lock(path.with_name(path.name + ".lock")):
+    with node_lock(path.with_name(path.name + ".lock")):
         if path.is_file():
             return  # another process on this node fetched it while we waited
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
