@@ -173,3 +173,27 @@ def test_the_extra_installs_beside_the_pinned_torch_and_imports(tmp_path: Path) 
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
     assert int(out.stdout.split()[-1]) > 50
+
+
+@pytest.mark.parametrize(("arch", "mean"), [("dm_wrn22_6", (0.5071, 0.4865, 0.4409)), ("dm_wrn22_6_c10stats", (0.4914, 0.4822, 0.4465))])
+def test_deepmind_wrn_matches_robustbench(arch: str, mean: tuple[float, ...]) -> None:
+    """mtard's DeepMind-layout WRN-22-6 (Swish) == RobustBench's DMWideResNet: same keys, same logits."""
+    zoo.robustbench_modules()  # the package without its __init__ (see mtard/zoo.py)
+    from robustbench.model_zoo.architectures.dm_wide_resnet import CIFAR10_STD, CIFAR100_STD, DMWideResNet, Swish
+
+    from mtard.models import build_model
+
+    ours = build_model(arch, num_classes=100, in_channels=3, image_size=32).eval()
+    std = CIFAR100_STD if arch == "dm_wrn22_6" else CIFAR10_STD
+    theirs = DMWideResNet(num_classes=100, depth=22, width=6, activation_fn=Swish, mean=mean, std=std).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # strict loading of DeepMind / RobustBench files
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, t in theirs.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else torch.randn_like(t) * 0.05)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(ours.mean.flatten(), torch.tensor(mean))
