@@ -179,7 +179,12 @@ def test_the_extra_installs_beside_the_pinned_torch_and_imports(tmp_path: Path) 
 def test_deepmind_wrn_matches_robustbench(arch: str, mean: tuple[float, ...]) -> None:
     """mtard's DeepMind-layout WRN-22-6 (Swish) == RobustBench's DMWideResNet: same keys, same logits."""
     zoo.robustbench_modules()  # the package without its __init__ (see mtard/zoo.py)
-    from robustbench.model_zoo.architectures.dm_wide_resnet import CIFAR10_STD, CIFAR100_STD, DMWideResNet, Swish
+    from robustbench.model_zoo.architectures.dm_wide_resnet import (
+        CIFAR10_STD,
+        CIFAR100_STD,
+        DMWideResNet,
+        Swish,
+    )
 
     from mtard.models import build_model
 
