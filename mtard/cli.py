@@ -108,9 +108,14 @@ def _teachers_train(args: argparse.Namespace) -> None:
         entry = get_entry(catalog, name)
         if checkpoint_path(entry).is_file() and not args.force:
             print(f"{name}: already trained at {checkpoint_path(entry)} (use --force to retrain)")
-            continue
-        record = train_teacher(entry)
-        print(f"{name}: val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f} -> {checkpoint_path(entry)}")
+        else:
+            record = train_teacher(entry)
+            print(f"{name}: val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f} -> {checkpoint_path(entry)}")
+        if args.publish:
+            from mtard.distributed import storage_uri
+            from mtard.staging import publish_teacher
+
+            print(f"{name}: published ({publish_teacher(entry, storage_uri(args.publish, args.publish))})")
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -182,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("names", nargs="+")
     t.add_argument("--catalog", default="")
     t.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    t.add_argument("--publish", metavar="STORAGE", help="also put the teacher into STORAGE/teachers (s3://..., gs://... or a shared path), "
+                   "where `mtard search --storage STORAGE` finds it from any machine (on a cluster: launch/train_teacher.sh)")
     t.set_defaults(func=_teachers_train)
 
     p = sub.add_parser("search", help="multi-objective Ray Tune + Optuna search (clean vs robust accuracy)")

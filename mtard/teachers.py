@@ -168,7 +168,7 @@ def missing_message(entry: TeacherEntry, path: Path) -> str:
 
     if zoo.is_zoo_name(entry.name):
         return zoo.missing_message(entry, path)
-    how = f"train it with `mtard teachers train {entry.name}`"
+    how = f"train it with `mtard teachers train {entry.name}` (on a cluster: launch/train_teacher.sh {entry.name}, which publishes it to the storage)"
     if entry.source:
         how = f"get it from {entry.source} and place it there, or {how}"
     return f"teacher {entry.name!r}: checkpoint {path} not found; {how}"
@@ -200,7 +200,7 @@ def node_lock(path: Path) -> Iterator[None]:
 def copy_verified(source: Path | None, read_remote, sha256: str, dest: Path, *, what: str) -> Path:
     """Put the file with this sha256 at `dest` (atomically, checked), unless a good copy is already there.
 
-    `source` is a local file (linked or copied), else `read_remote(tmp_path)` writes the bytes.
+    `source` is a local file to copy, else `read_remote(tmp_path)` writes the bytes.
     A copy whose sha256 differs is refused and removed, so nothing half-written or corrupt is
     ever used and the next attempt starts clean.
     """
@@ -212,10 +212,9 @@ def copy_verified(source: Path | None, read_remote, sha256: str, dest: Path, *, 
         tmp.unlink(missing_ok=True)
         try:
             if source is not None:
-                try:
-                    os.link(source, tmp)  # same file system: no copy, no extra disk
-                except OSError:
-                    shutil.copyfile(source, tmp)
+                # A copy, never a hard link: a link would let anything that writes into one cache
+                # in place (a user, a tool) silently change the storage's and the driver's file too.
+                shutil.copyfile(source, tmp)
             else:
                 read_remote(tmp)
             got = sha256_of(tmp)
@@ -241,7 +240,11 @@ def node_copy(store: str, sha256: str) -> Path:
     `store` is a local directory (shared file system) or a URI (s3://, gs://, ...) that every
     node can read. Call it on one process per node (the others wait on the lock anyway).
     """
-    dest = staged_path(sha256)
+    return fetch_staged(store, sha256, staged_path(sha256))
+
+
+def fetch_staged(store: str, sha256: str, dest: Path) -> Path:
+    """`<store>/<sha256>.pt` copied to `dest`, sha256-checked (a good copy already there is kept)."""
     remote = f"{store.rstrip('/')}/{sha256}.pt"
     if "://" not in store:
         source = Path(remote)

@@ -360,6 +360,8 @@ def test_corrupted_copies_are_refused_or_replaced(make_cfg, trained_teachers: Pa
     own.parent.mkdir(parents=True)
     own.write_bytes(b"half a download")  # this node's copy is damaged: fetched again
     assert node_copy(cfg.teachers.staged_store, sha) == own and sha256_of(own) == sha
+    own.write_bytes(b"overwritten in place")  # a node's copy is its own file: the storage's copy is untouched
+    assert sha256_of(good) == sha
 
     _node(monkeypatch, tmp_path / "node_b")
     bad_store = tmp_path / "bad_store"
@@ -392,3 +394,23 @@ def test_a_run_never_trains_a_teacher(make_cfg, tiny_catalog: Path, teacher_dir:
     with pytest.raises(MtardError, match=rf"teacher '{TINY_ROBUST}': checkpoint .* not found; .*mtard teachers train {TINY_ROBUST}"):
         fit(cfg, LocalContext(torch.device("cpu"), cfg.run_dir, resume=False))
     assert not any(teacher_dir.rglob("*.pt"))
+
+
+def test_a_teacher_trained_elsewhere_is_published_and_pulled_by_the_driver(make_cfg, tiny_catalog: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from mtard.cli import main
+    from mtard.staging import stage_run_teachers
+
+    storage = f"file://{tmp_path / 'bucket'}"
+    _node(monkeypatch, tmp_path / "gpu_node")  # `mtard teachers train --publish` ran as a job there
+    assert main(["teachers", "train", TINY_ROBUST, "--catalog", str(tiny_catalog), "--publish", storage]) == 0
+    trained = tmp_path / "gpu_node" / "tiny" / "robust.pt"
+    assert "published" in capsys.readouterr().out
+
+    driver = _node(monkeypatch, tmp_path / "head")  # the search driver never saw the file
+    cfg = make_cfg("rslad", catalog=tiny_catalog)
+    stage_run_teachers(cfg, storage)
+    said = capsys.readouterr().err
+    assert f"{TINY_ROBUST}: pulled the published copy" in said and "training it once" not in said
+    pulled = driver / "tiny" / "robust.pt"
+    assert sha256_of(pulled) == sha256_of(trained) == cfg.teachers.staged[TINY_ROBUST]
+    assert sidecar(load_catalog(tiny_catalog)[TINY_ROBUST])["sha256"] == sha256_of(trained)
