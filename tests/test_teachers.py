@@ -414,3 +414,27 @@ def test_a_teacher_trained_elsewhere_is_published_and_pulled_by_the_driver(make_
     pulled = driver / "tiny" / "robust.pt"
     assert sha256_of(pulled) == sha256_of(trained) == cfg.teachers.staged[TINY_ROBUST]
     assert sidecar(load_catalog(tiny_catalog)[TINY_ROBUST])["sha256"] == sha256_of(trained)
+
+
+def test_a_search_with_a_missing_teacher_fails_before_any_trial(tmp_path: Path, trained_teachers: Path) -> None:
+    import argparse
+
+    import ray
+    import yaml
+
+    from mtard.search.run import run_search
+
+    catalog = tmp_path / "cat.yaml"
+    catalog.write_text(trained_teachers.read_text() + f"far_away: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "base": "digits_mtard",
+        "set": {"teachers.catalog": str(catalog), "teachers.clean": TINY_CLEAN, "student.arch": "mlp"},
+        "num_samples": 2, "resources": {"workers": 1, "cpus_per_worker": 1}, "budget": {"epochs": 1}, "enqueue_defaults": False,
+        "space": {"teachers.robust": {"choice": [TINY_ROBUST, "far_away"]}},
+    }))
+    args = argparse.Namespace(space=str(space), storage=str(tmp_path / "runs"), name="s", address=None, resume=None, final_eval=False, num_samples=None)
+    with pytest.raises(MtardError, match=r"teacher 'far_away': checkpoint .*absent\.pt not found; .*mtard teachers train far_away"):
+        run_search(args)
+    assert not ray.is_initialized()  # stopped before Ray, hence before any trial
+    assert not list((tmp_path / "runs").rglob("trial_*"))
