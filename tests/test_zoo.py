@@ -202,3 +202,15 @@ def test_deepmind_wrn_matches_robustbench(arch: str, mean: tuple[float, ...]) ->
     with torch.no_grad():
         assert torch.allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
     assert torch.allclose(ours.mean.flatten(), torch.tensor(mean))
+
+
+def test_teachers_list_zoo(capsys) -> None:
+    from mtard.cli import main
+
+    assert main(["teachers", "list", "--zoo", "--dataset", "cifar100"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:-1]}
+    assert rows["rb:Gowal2020Uncovering"] == ["cifar100", "Linf"]
+    assert all(name.startswith("rb:") for name in rows) and "robustbench.github.io" in out.splitlines()[-1]
+    assert main(["teachers", "list", "--zoo", "--threat", "L2"]) == 0
+    assert "rb:L2:Engstrom2019Robustness" in capsys.readouterr().out
