@@ -47,7 +47,8 @@ def store_of(storage: str) -> str:
 
 def _publish(path: Path, sha256: str, store: str) -> None:
     if "://" not in store:
-        copy_verified(path, None, sha256, Path(store, f"{sha256}.pt"), what=f"{store}/{sha256}.pt")
+        copy_verified(path, None, sha256, Path(store, f"{sha256}.pt"), what=f"{store}/{sha256}.pt",
+                      where="teacher storage", fix="give --storage a location this machine can write")
         return
     import pyarrow.fs
 

@@ -59,7 +59,10 @@ def teacher_dir() -> Path:
     return Path(os.environ.get("MTARD_TEACHERS", Path.home() / ".cache" / "mtard" / "teachers"))
 
 
-def writable_dir(path: Path) -> Path:
+TEACHER_DIR_FIX = "point $MTARD_TEACHERS at a writable directory (default ~/.cache/mtard/teachers)"
+
+
+def writable_dir(path: Path, *, what: str = "teacher directory", fix: str = TEACHER_DIR_FIX) -> Path:
     """`path`, created; an unwritable teacher cache is one clear line, not a traceback from deep inside."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -67,10 +70,7 @@ def writable_dir(path: Path) -> Path:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise MtardError(
-            f"teacher directory {path} is not writable ({err.strerror or err}); "
-            f"point $MTARD_TEACHERS at a writable directory (default ~/.cache/mtard/teachers)"
-        ) from err
+        raise MtardError(f"{what} {path} is not writable ({err.strerror or err}); {fix}") from err
     return path
 
 
@@ -197,14 +197,16 @@ def node_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def copy_verified(source: Path | None, read_remote, sha256: str, dest: Path, *, what: str) -> Path:
+def copy_verified(
+    source: Path | None, read_remote, sha256: str, dest: Path, *, what: str, where: str = "teacher directory", fix: str = TEACHER_DIR_FIX
+) -> Path:
     """Put the file with this sha256 at `dest` (atomically, checked), unless a good copy is already there.
 
     `source` is a local file to copy, else `read_remote(tmp_path)` writes the bytes.
     A copy whose sha256 differs is refused and removed, so nothing half-written or corrupt is
     ever used and the next attempt starts clean.
     """
-    writable_dir(dest.parent)
+    writable_dir(dest.parent, what=where, fix=fix)
     with node_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file() and sha256_of(dest) == sha256:
             return dest

@@ -438,3 +438,12 @@ def test_a_search_with_a_missing_teacher_fails_before_any_trial(tmp_path: Path, 
         run_search(args)
     assert not ray.is_initialized()  # stopped before Ray, hence before any trial
     assert not list((tmp_path / "runs").rglob("trial_*"))
+
+
+def test_unwritable_storage_names_the_storage(make_cfg, trained_teachers: Path, tmp_path: Path) -> None:
+    from mtard.staging import stage_run_teachers
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(MtardError, match=rf"^teacher storage {blocker}/teachers is not writable .*; give --storage a location"):
+        stage_run_teachers(make_cfg("rslad", catalog=trained_teachers), str(blocker))
