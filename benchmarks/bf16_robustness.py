@@ -34,7 +34,7 @@ from mtard import checkpoint as ckpt
 from mtard.attacks import pgd
 from mtard.config import load_config
 from mtard.data import load_splits
-from mtard.loop import train_local
+from mtard.train import train_local
 
 
 def train_model(out: Path, *, epochs: int, device: str) -> Path:

@@ -5,11 +5,11 @@ architecture, epochs and schedule (the bundled `digits` config unless `--set` ch
 it) through the public API only:
 
     cfg = mtard.config.load_config("digits", overrides)
-    mtard.loop.train_local(cfg)
+    mtard.train.train_local(cfg)
 
 The distillation methods use the project's own teachers from the catalog
 (`teachers.clean` / `teachers.robust` of the config), trained on first use by
-`mtard.teachers.ensure_teachers` into `--teachers-dir` (default: a fresh temporary
+`mtard.train.ensure_teachers` into `--teachers-dir` (default: a fresh temporary
 directory, so a stale cache never enters the comparison).
 
 It prints a Markdown table of the last epoch's validation clean accuracy, validation
@@ -46,9 +46,10 @@ import torch
 from mtard.config import load_config, to_dict
 from mtard.data import load_splits
 from mtard.logs import read_metrics
-from mtard.loop import Context, resolve_device, train_local, validate
+from mtard.loop import Context, resolve_device, validate
 from mtard.methods import NEEDS_TEACHERS
-from mtard.teachers import checkpoint_path, ensure_teachers, get_entry, load_catalog, load_teacher, sidecar
+from mtard.teachers import build_teacher, checkpoint_path, get_entry, load_catalog, sidecar
+from mtard.train import ensure_teachers, train_local
 
 ALL_METHODS = ["natural", "sat", "trades", "ard", "rslad", "mtard"]
 BASELINES_FOR_VERDICT = ["sat", "trades", "rslad", "ard"]
@@ -105,7 +106,7 @@ def eval_teachers(cfg, roles: list[str], device: torch.device) -> list[dict]:
     for role in roles:
         name = getattr(cfg.teachers, role)
         entry = get_entry(catalog, name)
-        frozen = load_teacher(entry, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+        frozen = build_teacher(entry, checkpoint_path(entry), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
         model = frozen.model.to(device)  # the bare net: FrozenTeacher.forward is no-grad, PGD needs input gradients
         acc = validate(model, cfg, splits, Context(device), nullcontext())
         record = sidecar(entry)

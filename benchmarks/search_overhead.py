@@ -61,7 +61,8 @@ def main() -> None:
 
     from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS
     from mtard.search.space import load_space
-    from mtard.teachers import ensure_teachers, load_catalog
+    from mtard.teachers import load_catalog
+    from mtard.train import ensure_teachers
 
     space = load_space(args.space)
     fixed = space.fixed_config()

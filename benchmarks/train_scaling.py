@@ -3,7 +3,7 @@
 For each setting and each of `--repeats` rounds it runs, interleaved, with one local Ray
 cluster (2 CPUs) up throughout:
 
-* the plain single-process loop (`mtard.loop.train_local`), 1 torch thread, in this process;
+* the plain single-process loop (`mtard.train.train_local`), 1 torch thread, in this process;
 * `mtard.distributed.train_distributed` with 1 worker, then with 2 workers (DDP over
   gloo, 1 CPU and 1 torch thread per worker, `data.batch_size` is the global batch).
 
@@ -173,7 +173,7 @@ def pooled(runs: list[dict]) -> dict:
 
 
 def run_local(cfg: TrainConfig) -> dict:
-    from mtard.loop import train_local
+    from mtard.train import train_local
 
     t0 = time.perf_counter()
     train_local(cfg)
@@ -208,6 +208,8 @@ def main() -> None:
     import ray
 
     import mtard.distributed
+    from mtard.methods import teacher_fields
+    from mtard.train import prepare_teachers
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="mtard_scaling_"))
@@ -224,7 +226,8 @@ def main() -> None:
     results = {setting: {"local": [], 1: [], 2: []} for setting in args.settings}
     try:
         for setting in args.settings:  # teachers are trained here, untimed
-            mtard.distributed.ensure_teachers_for(make_config(setting, args, work, "teachers", 1))
+            teacher_cfg = make_config(setting, args, work, "teachers", 1)
+            prepare_teachers(teacher_cfg, teacher_fields(teacher_cfg))
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
         ray_start_s = time.perf_counter() - t0

@@ -24,7 +24,11 @@ usage: launch/rehearse.sh [--space SPACE] [--timeout SECONDS] [--keep-running] [
     job's Ray Train workers ran on >= 2 distinct worker nodes and never on the head; its Train
     controllers (hence trial drivers) ran on the head; every trial_nodes.json the search wrote
     under RUN/storage/rehearsal ({"node_ids": [...]}) agrees; the job left no placement group
-    behind (a leak would hang later trials);
+    behind (a leak would hang later trials); the teachers, which only the driver's cache
+    (\$MTARD_TEACHERS, else RUN/driver_teachers) has, were staged in RUN/storage/teachers and
+    fetched by the nodes (whose cache is RUN/node_teachers), sha256-checked, never trained
+    there; on a worker node a corrupted local copy is fetched again and a corrupted staged
+    copy is refused;
  6. stops the cluster: the 'ray start' process it launched, then every process left in that
     process's session (setsid), SIGKILL after a grace period. It never runs 'ray stop', which
     would also kill other Ray clusters on this machine.
@@ -92,6 +96,12 @@ RUN_DIR="$(mktemp -d /tmp/mtard-rehearse.XXXXXX)"
 STORAGE="$RUN_DIR/storage"
 NAME=rehearsal
 say "run dir: $RUN_DIR"
+# Separate teacher caches, as on separate machines: the driver (job entrypoint) trains or finds the
+# teachers in its own cache; every node of the fake cluster (trial drivers, Train workers) starts
+# with an empty one and can only get them from the storage, where the driver stages them.
+DRIVER_TEACHERS="${MTARD_TEACHERS:-$RUN_DIR/driver_teachers}"
+NODE_TEACHERS="$RUN_DIR/node_teachers"
+say "teacher caches: driver $DRIVER_TEACHERS, nodes $NODE_TEACHERS (empty)"
 
 # Token auth on, as on the cloud cluster, with a throwaway token (never touches ~/.ray).
 "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$RUN_DIR/auth_token"
@@ -174,7 +184,7 @@ trap 'exit 143' TERM
 
 # 1. Start. setsid makes `ray start` the leader of a new session, so every process of this
 # cluster (raylets, workers, the fake worker nodes) can be found, and only those, by session id.
-start_cmd=(env -u RAY_ADDRESS RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=2
+start_cmd=(env -u RAY_ADDRESS MTARD_TEACHERS="$NODE_TEACHERS" RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=2
   setsid "$RAY_BIN" start --head --block --autoscaling-config="$LOCAL_YAML"
   --port=6379 --temp-dir="$RUN_DIR/ray" --dashboard-host=127.0.0.1 --dashboard-port="$dash_port"
   --ray-client-server-port="$client_port" --dashboard-agent-listen-port="$agent_port"
@@ -279,7 +289,7 @@ if size > GCS_STORAGE_MAX_SIZE:
 unzip_package(pkg, str(run / "workdir"), remove_top_level_directory=False, unlink_zip=True)
 EOF
 
-job_id="$(RAY_ADDRESS="$dash_addr" MTARD_NAME="$NAME" MTARD_WORKING_DIR="local://$RUN_DIR/workdir" \
+job_id="$(RAY_ADDRESS="$dash_addr" MTARD_NAME="$NAME" MTARD_DRIVER_TEACHERS="$DRIVER_TEACHERS" MTARD_WORKING_DIR="local://$RUN_DIR/workdir" \
   "$LAUNCH_DIR/submit.sh" "$space" "$STORAGE" ${extra[@]+"${extra[@]}"})" ||
   die "submission failed (launch/submit.sh output above)"
 [[ -n "$job_id" ]] || die "submit.sh printed no job id"
@@ -325,12 +335,13 @@ fi
 
 # 5. Checks.
 say "checking results, node spread and placement groups"
-"$PY" - "$dash_addr" "$job_id" "$STORAGE/$NAME" <<'EOF'
-import csv, json, sys, time
+"$PY" - "$dash_addr" "$job_id" "$STORAGE/$NAME" "$DRIVER_TEACHERS" "$NODE_TEACHERS" "$STORAGE/teachers" <<'EOF'
+import csv, hashlib, json, sys, time
 from pathlib import Path
 from ray.job_submission import JobSubmissionClient
 from ray.util.state import list_actors, list_nodes, list_placement_groups
 addr, sub_id, exp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+driver_teachers, node_teachers, store = Path(sys.argv[4]), Path(sys.argv[5]), Path(sys.argv[6])
 failures = []
 def check(ok, msg):
     print(f"[rehearse.sh] {'ok  ' if ok else 'FAIL'} {msg}", file=sys.stderr)
@@ -341,6 +352,18 @@ def check(ok, msg):
 pareto = exp / "pareto.csv"
 rows = list(csv.reader(open(pareto))) if pareto.is_file() else []
 check(len(rows) >= 2, f"{pareto} has a header and >= 1 row ({max(len(rows) - 1, 0)} rows)")
+
+# Teachers: the driver had them, the storage got them, the nodes fetched them from there.
+sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+staged = sorted(store.glob("*.pt"))
+fetched = sorted((node_teachers / "staged").glob("*.pt"))
+check(len(staged) >= 2 and all(sha(p) == p.stem for p in staged),
+      f"{len(staged)} teacher(s) staged in {store}, each named by its sha256")
+check(len(fetched) >= 2 and {p.name for p in fetched} <= {p.name for p in staged}
+      and all(sha(p) == p.stem for p in fetched),
+      f"the nodes fetched {len(fetched)} staged teacher(s) into {node_teachers / 'staged'} (sha256 checked)")
+check(not any(node_teachers.rglob("runs")) and not (node_teachers / "digits").exists(),
+      "no node trained a teacher or read the driver's cache")
 
 # Where the job's actors ran (the State API keeps dead actors).
 job_hex = JobSubmissionClient(addr).get_job_info(sub_id).job_id
@@ -383,5 +406,38 @@ while True:
     time.sleep(3)
 check(not left, f"all {len(pgs)} placement groups of the job removed"
       + (f"; left: {[(p.placement_group_id[-8:], p.state) for p in left]}" if left else ""))
+
+# Corrupted copies, checked on a fake worker node with the code the trials run: the node's own
+# copy corrupted -> fetched again from the storage; the storage's copy corrupted -> refused.
+if staged:
+    import ray
+    ray.init(address="127.0.0.1:6379", logging_level="ERROR", log_to_driver=False)
+
+    @ray.remote(num_cpus=0, resources={"FAKE_GPU": 0.001})
+    def corruption_checks(store: str, bad_store: str, sha256: str) -> tuple[bool, str]:
+        import hashlib
+        from mtard.errors import MtardError
+        from mtard.teachers import node_copy, staged_path
+        own = staged_path(sha256)
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_bytes(b"not a teacher")
+        node_copy(store, sha256)
+        replaced = hashlib.sha256(own.read_bytes()).hexdigest() == sha256
+        own.unlink()  # now only the corrupted storage copy is left to fetch
+        try:
+            node_copy(bad_store, sha256)
+            return replaced, "accepted"
+        except MtardError as err:
+            return replaced, str(err)
+
+    bad_store = store.parent / "corrupt_store"
+    bad_store.mkdir(exist_ok=True)
+    good = staged[0]
+    (bad_store / good.name).write_bytes(good.read_bytes()[:-1] + b"x")  # one byte changed
+    replaced, said = ray.get(corruption_checks.remote(str(store), str(bad_store), good.stem), timeout=120)
+    ray.shutdown()
+    check(replaced, "a node's corrupted copy of a teacher is fetched again from the storage")
+    check("does not match" in said and not (node_teachers / "staged" / good.name).exists(),
+          f"a corrupted staged teacher is refused on a worker node ({said[:90]}...)")
 sys.exit(1 if failures else 0)
 EOF

@@ -28,6 +28,9 @@ Environment:
   RAY_ADDRESS        job API address (default http://127.0.0.1:8265: 'ray dashboard cluster.yaml'
                      forwards the cloud head there; a local head listens there)
   MTARD_NAME         experiment name (default SPACE-YYYYmmdd-HHMMSS, UTC)
+  MTARD_DRIVER_TEACHERS  the search driver's teacher cache (\$MTARD_TEACHERS of the job only; workers
+                     keep their own). Teachers reach the workers through STORAGE/teachers either way;
+                     rehearse.sh sets it so the fake nodes provably get them from there.
   MTARD_WORKING_DIR  what to ship as the job's working dir (default '.': upload the tree, minus
                      .gitignore'd files). 'local:///abs/dir' uses a directory already present on
                      every node instead (launch/rehearse.sh does this: its fake nodes share a disk).
@@ -78,10 +81,13 @@ cd "$REPO_ROOT"
 job_id="mtard-${name}-$(date -u +%s)-$RANDOM"
 working_dir="${MTARD_WORKING_DIR:-.}"
 
+entry_env=()
+if [[ -n "${MTARD_DRIVER_TEACHERS:-}" ]]; then entry_env=(env "MTARD_TEACHERS=$MTARD_DRIVER_TEACHERS"); fi
+
 use_token_auth_if_available
 cmd=(ray job submit --address "$RAY_ADDRESS" --submission-id "$job_id"
      --working-dir "$working_dir" --entrypoint-resources '{"mtard_driver": 1}' --no-wait
-     -- mtard search "$space_path" --storage "$storage" ${name_args[@]+"${name_args[@]}"} ${extra[@]+"${extra[@]}"})
+     -- ${entry_env[@]+"${entry_env[@]}"} mtard search "$space_path" --storage "$storage" ${name_args[@]+"${name_args[@]}"} ${extra[@]+"${extra[@]}"})
 if (( dry_run )); then
   show "${cmd[@]}"
   say "dry run: not submitted"

@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> None:
     flags = {"name": args.name, "out_dir": args.out_dir, "scaling.workers": args.workers, "scaling.gpus_per_worker": args.gpus_per_worker}
     cfg = load_config(args.config, args.set, {k: v for k, v in flags.items() if v is not None})
     if args.workers is None and args.address is None:
-        from mtard.loop import train_local
+        from mtard.train import train_local
 
         check_run_dir(cfg.run_dir, cfg, resume=args.resume)
         metrics = train_local(cfg, resume=args.resume)
@@ -81,28 +81,48 @@ def _teachers_list(args: argparse.Namespace) -> None:
     from mtard.teachers import checkpoint_path, load_catalog, sidecar
     from mtard.text import text_table
 
+    if args.zoo:
+        _zoo_list(args.dataset, args.threat)
+        return
     rows = []
     for name, entry in sorted(load_catalog(args.catalog).items()):
         side = sidecar(entry)
         present = checkpoint_path(entry).is_file()
-        acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if side else "-"
+        acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if "val_pgd_acc" in side else "-"
         state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
     header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
     print("\n".join(text_table(header, rows)))
 
 
+def _zoo_list(dataset: str, threat: str) -> None:
+    from mtard import zoo
+    from mtard.text import text_table
+
+    names = zoo.zoo_listing(dataset, threat)
+    prefix = "rb:" if threat.lower() == "linf" else f"rb:{threat}:"
+    print("\n".join(text_table(("teacher name", "dataset", "threat"), [(prefix + n, dataset, threat) for n in names])))
+    print(f"{len(names)} models; published clean/AutoAttack accuracies: https://robustbench.github.io "
+          f"(RobustBench's package does not ship them)")
+
+
 def _teachers_train(args: argparse.Namespace) -> None:
-    from mtard.teachers import checkpoint_path, get_entry, load_catalog, train_teacher
+    from mtard.teachers import checkpoint_path, get_entry, load_catalog
+    from mtard.train import train_teacher
 
     catalog = load_catalog(args.catalog)
     for name in args.names:
         entry = get_entry(catalog, name)
         if checkpoint_path(entry).is_file() and not args.force:
             print(f"{name}: already trained at {checkpoint_path(entry)} (use --force to retrain)")
-            continue
-        record = train_teacher(entry)
-        print(f"{name}: val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f} -> {checkpoint_path(entry)}")
+        else:
+            record = train_teacher(entry)
+            print(f"{name}: val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f} -> {checkpoint_path(entry)}")
+        if args.publish:
+            from mtard.staging import publish_teacher
+            from mtard.storage import absolute
+
+            print(f"{name}: published ({publish_teacher(entry, absolute(args.publish, args.publish))})")
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -170,11 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="teachers_command", required=True)
     t = tsub.add_parser("list", help="catalog entries, their state and validation accuracy")
     t.add_argument("--catalog", default="", help="catalog YAML (default: the one shipped with mtard)")
+    t.add_argument("--zoo", action="store_true", help="list the RobustBench model zoo instead (rb:<ModelID> names)")
+    t.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"], help="with --zoo (default cifar10)")
+    t.add_argument("--threat", default="Linf", help="with --zoo: Linf (default), L2 or corruptions")
     t.set_defaults(func=_teachers_list)
     t = tsub.add_parser("train", help="train teachers by their catalog recipes")
     t.add_argument("names", nargs="+")
     t.add_argument("--catalog", default="")
     t.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    t.add_argument("--publish", metavar="STORAGE", help="also put the teacher into STORAGE/teachers (s3://..., gs://... or a shared path), "
+                   "where `mtard search --storage STORAGE` finds it from any machine (on a cluster: launch/train_teacher.sh)")
     t.set_defaults(func=_teachers_train)
 
     p = sub.add_parser("search", help="multi-objective Ray Tune + Optuna search (clean vs robust accuracy)")

@@ -26,6 +26,10 @@ from mtard.errors import MtardError
 
 DatasetName = Literal["digits", "cifar10", "cifar100"]
 MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
+# The teacher roles each method distils from (the one definition: validation, loop and search read it).
+NEEDS_TEACHERS: dict[str, tuple[str, ...]] = {
+    "natural": (), "sat": (), "trades": (), "ard": ("robust",), "rslad": ("robust",), "mtard": ("clean", "robust"),
+}
 AttackStart = Literal["method", "gaussian", "uniform", "uniform_unclamped", "zero"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
@@ -110,8 +114,13 @@ class MethodConfig:
 @dataclass
 class TeachersConfig:
     clean: str = ""  # a name in the teacher catalog (distillation methods only)
-    robust: str = ""
+    robust: str = ""  # a catalog name, or rb:<ModelID> from the RobustBench zoo
     catalog: str = ""  # "" = the catalog shipped with mtard
+    robustbench_dir: str = ""  # an existing RobustBench models/ folder; "" = $MTARD_TEACHERS/robustbench
+    # Set by `mtard search` / `mtard train --workers`, not by hand: where the driver staged the teachers
+    # (<storage>/teachers) and the sha256 of each teacher name there; each node fetches its own copy.
+    staged_store: str = ""
+    staged: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -464,10 +473,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.method.trades_beta >= 0, "method.trades_beta", "must be >= 0")
     _check(0 <= cfg.method.ard_alpha <= 1, "method.ard_alpha", "must be in [0, 1]")
     _check(0 <= cfg.method.rslad_adv_weight <= 1, "method.rslad_adv_weight", "must be in [0, 1]")
-    if cfg.method.name in ("ard", "rslad", "mtard"):
-        _check(bool(cfg.teachers.robust), "teachers.robust", f"method {cfg.method.name} needs a robust teacher; see `mtard teachers list`")
-    if cfg.method.name == "mtard":
-        _check(bool(cfg.teachers.clean), "teachers.clean", "method mtard needs a clean teacher; see `mtard teachers list`")
+    for role in NEEDS_TEACHERS[cfg.method.name]:
+        _check(bool(getattr(cfg.teachers, role)), f"teachers.{role}", f"method {cfg.method.name} needs a {role} teacher; see `mtard teachers list`")
     _check(cfg.eval.eps >= 0, "eval.eps", "must be >= 0")
     _check(cfg.eval.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0")
     _check(cfg.eval.pgd_step_size > 0, "eval.pgd_step_size", "must be > 0, e.g. 2/255")

@@ -205,16 +205,6 @@ def fit_trainer(trainer, storage: str):
         raise MtardError(f"training failed on a worker after {trainer.run_config.failure_config.max_failures} restarts: {text.strip().splitlines()[-1]}") from err
 
 
-def ensure_teachers_for(cfg: TrainConfig) -> None:
-    """Train missing auto-train teachers once, in the driver, before workers start."""
-    from mtard.methods import teacher_fields
-    from mtard.teachers import ensure_teachers, load_catalog
-
-    names = teacher_fields(cfg)
-    if names:
-        ensure_teachers(load_catalog(cfg.teachers.catalog), names, cfg.data.name, progress=cfg.runtime.progress)
-
-
 # Ray Train's controller polls its workers every 2 s by default, and a run's teardown waits on several
 # polls: ~4.5 s per run, measured on digits, against ~1.6 s at 0.5 s. A local Ray started by mtard
 # inherits this from our environment (set it yourself to override; a remote cluster keeps its own).
@@ -241,7 +231,9 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's
         check_run_dir(run_dir, cfg, resume=resume)
         save_config(cfg, run_dir / "config.yaml")
-    ensure_teachers_for(cfg)
+    from mtard.staging import stage_run_teachers
+
+    stage_run_teachers(cfg, storage)  # before any worker starts: every node fetches them from the storage
     if not ray.is_initialized():
         # The dashboard serves the State API, which Ray Train's placement-group cleaner polls: without
         # it the cleaner logs a warning every second and cannot free the workers of a crashed run.

@@ -25,12 +25,19 @@ from torch import Tensor, nn
 
 from mtard import checkpoint as ckpt
 from mtard.attacks import pgd
-from mtard.config import TrainConfig, save_config, to_dict
+from mtard.config import TrainConfig, to_dict
 from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
-from mtard.methods import NEEDS_TEACHERS, Method, build_method, teacher_fields, unwrap
+from mtard.methods import Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
-from mtard.teachers import checkpoint_path, ensure_teachers, get_entry, load_catalog, load_teacher
+from mtard.teachers import (
+    build_teacher,
+    load_catalog,
+    node_copy,
+    resolve,
+    staged_path,
+    verified_file,
+)
 
 #: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
 BEST_FILE = "best.pt"
@@ -166,7 +173,7 @@ class Context:
         return model.to(self.device)
 
     def once_per_node(self, fn) -> None:
-        """Run `fn` on one worker per machine while the others wait (e.g. training a missing teacher)."""
+        """Run `fn` on one worker per machine while the others wait (e.g. fetching the staged teachers)."""
         fn()
 
     def latest_checkpoint(self) -> dict | None:
@@ -215,13 +222,29 @@ class LocalContext(Context):
 
 
 def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, nn.Module]:
+    """The frozen teachers of this run, by role. Loaded, never trained: a missing one is an error here.
+
+    When the driver staged the teachers (`teachers.staged_store`), one process per node fetches
+    the staged copies (sha256-checked) and every rank loads those; otherwise the catalog files.
+    """
     names = teacher_fields(cfg)
     if not names:
         return {}
-    roles = NEEDS_TEACHERS[cfg.method.name]
-    catalog = load_catalog(cfg.teachers.catalog)
-    ctx.once_per_node(lambda: ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress))
-    return {role: _teacher(get_entry(catalog, name), splits.info, ctx.device) for (_, name), role in zip(names, roles)}
+    t = cfg.teachers
+    catalog = load_catalog(t.catalog)
+    entries = {
+        field_path.rsplit(".", 1)[-1]: resolve(catalog, name, cfg.data.name, field_path=field_path, robustbench_dir=t.robustbench_dir)
+        for field_path, name in names
+    }
+    if t.staged_store:
+        unstaged = [e.name for e in entries.values() if e.name not in t.staged]
+        if unstaged:
+            raise MtardError(f"teacher(s) {', '.join(unstaged)} were not staged by the driver in {t.staged_store}; start the run again with mtard search / mtard train")
+        ctx.once_per_node(lambda: [node_copy(t.staged_store, t.staged[e.name]) for e in entries.values()])
+        paths = {role: staged_path(t.staged[e.name]) for role, e in entries.items()}
+    else:
+        paths = {role: verified_file(e)[0] for role, e in entries.items()}
+    return {role: _teacher(e, paths[role], splits.info, ctx.device) for role, e in entries.items()}
 
 
 # Teachers loaded in this process, by what determines them: the catalog entry, the checkpoint
@@ -231,12 +254,11 @@ def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, 
 _TEACHERS: dict[tuple, nn.Module] = {}
 
 
-def _teacher(entry, info, device: torch.device) -> nn.Module:
-    path = checkpoint_path(entry)
-    stat = path.stat() if path.is_file() else None
-    key = (repr(entry), str(path), stat and (stat.st_mtime_ns, stat.st_size), info, str(device))
+def _teacher(entry, path: Path, info, device: torch.device) -> nn.Module:
+    stat = path.stat()
+    key = (repr(entry), str(path), (stat.st_mtime_ns, stat.st_size), info, str(device))
     if key not in _TEACHERS:
-        model = load_teacher(entry, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+        model = build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
         if len(_TEACHERS) >= 2:  # a clean and a robust teacher
             _TEACHERS.clear()
         _TEACHERS[key] = model.to(device)
@@ -436,10 +458,3 @@ def _progress(loader, cfg: TrainConfig, ctx: Context, epoch: int):
 
     # disable=None: no bar when stderr is not a terminal (job logs, CI), where it is only noise.
     return tqdm(loader, desc=f"{cfg.name} epoch {epoch}/{cfg.optim.epochs}", leave=False, dynamic_ncols=True, disable=None)
-
-
-def train_local(cfg: TrainConfig, *, resume: bool = False) -> dict:
-    """A plain single-process run: resolved config, metrics and checkpoint under `cfg.run_dir`."""
-    ctx = LocalContext(resolve_device(cfg.runtime.device), cfg.run_dir, resume=resume)
-    save_config(cfg, cfg.run_dir / "config.yaml")
-    return fit(cfg, ctx)

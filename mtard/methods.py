@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mtard.attacks import pgd
 from mtard.balance import EntropyBalance, LossBalance
-from mtard.config import TrainConfig
+from mtard.config import NEEDS_TEACHERS, TrainConfig
 from mtard.losses import reference_kl
 
 Reduce = Callable[[Tensor], Tensor]
@@ -29,7 +29,6 @@ Parts = dict[str, Tensor | float]
 
 # Each method's official attack start, used when attack.start is "method".
 OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform_unclamped", "rslad": "gaussian", "mtard": "gaussian"}
-NEEDS_TEACHERS = {"natural": (), "sat": (), "trades": (), "ard": ("robust",), "rslad": ("robust",), "mtard": ("clean", "robust")}
 
 
 def teacher_fields(cfg: TrainConfig) -> list[tuple[str, str]]:

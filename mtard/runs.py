@@ -37,6 +37,10 @@ RESUMABLE_FIELDS = (
     "runtime.compile",
     "runtime.divergence_check_every",
     "scaling.*",
+    # Where the teachers' files are, not which teachers: the driver re-stages them on every launch.
+    "teachers.robustbench_dir",
+    "teachers.staged_store",
+    "teachers.staged.*",
 )
 
 

@@ -1,25 +1,33 @@
-"""Teachers: a catalog of named checkpoints, safe loading, and training recipes.
+"""Teachers: a catalog of named checkpoints, RobustBench zoo names, safe loading, node-local copies.
 
 The catalog is YAML (`mtard/teachers.yaml` by default, `teachers.catalog` to use
 your own): name -> dataset, architecture, role, checkpoint file, sha256, where it
-came from, and a recipe (a bundled config + overrides) that trains it. Relative
-checkpoint paths live in the teacher directory ($MTARD_TEACHERS, default
-~/.cache/mtard/teachers). Training writes a sidecar `<checkpoint>.json` with the
-file's sha256 and its validation accuracies, which `mtard teachers list` shows.
+came from, and a recipe (a bundled config + overrides) that trains it
+(`mtard teachers train`, see `mtard.train`). Relative checkpoint paths live in the
+teacher directory ($MTARD_TEACHERS, default ~/.cache/mtard/teachers). Training
+writes a sidecar `<checkpoint>.json` with the file's sha256 and its validation
+accuracies, which `mtard teachers list` shows.
 
-Entries marked `auto_train: true` (the 8×8 digits teachers: seconds on a CPU) are
-trained on first use, so the embedded default ships no binary.
+A name `rb:<ModelID>` (or `rb:<threat>:<ModelID>`, e.g. `rb:L2:...`) needs no catalog
+entry: it is a robust teacher from the RobustBench model zoo for the run's data set
+(`mtard.zoo`).
+
+On a cluster the search driver stages every teacher a trial can use into the shared
+storage (`mtard.staging`), and each node fetches its own copy once: `node_copy`.
+Nothing here trains a teacher.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +39,7 @@ from mtard.config import from_dict, read_yaml
 from mtard.errors import MtardError
 
 DEFAULT_CATALOG = Path(__file__).parent / "teachers.yaml"
+STAGED_DIR = "staged"  # <teacher dir>/staged/<sha256>.pt: copies fetched from the staging store
 
 
 @dataclass
@@ -41,13 +50,28 @@ class TeacherEntry:
     checkpoint: str
     source: str = ""
     sha256: str = ""  # when set, the file must match it
-    auto_train: bool = False
+    auto_train: bool = False  # cheap enough to train on first use (by the driver, never by a trial)
     recipe: dict = field(default_factory=dict)  # {"config": bundled config name, "set": {dotted.field: value}}
     name: str = ""
 
 
 def teacher_dir() -> Path:
     return Path(os.environ.get("MTARD_TEACHERS", Path.home() / ".cache" / "mtard" / "teachers"))
+
+
+TEACHER_DIR_FIX = "point $MTARD_TEACHERS at a writable directory (default ~/.cache/mtard/teachers)"
+
+
+def writable_dir(path: Path, *, what: str = "teacher directory", fix: str = TEACHER_DIR_FIX) -> Path:
+    """`path`, created; an unwritable teacher cache is one clear line, not a traceback from deep inside."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise MtardError(f"{what} {path} is not writable ({err.strerror or err}); {fix}") from err
+    return path
 
 
 def load_catalog(path: str | Path = "") -> dict[str, TeacherEntry]:
@@ -69,6 +93,28 @@ def get_entry(catalog: dict[str, TeacherEntry], name: str, *, field_path: str = 
     return catalog[name]
 
 
+def resolve(
+    catalog: dict[str, TeacherEntry], name: str, dataset: str, *, field_path: str = "teacher", robustbench_dir: str = ""
+) -> TeacherEntry:
+    """The entry a teacher name stands for, checked against the run: the one place for the data set and role checks.
+
+    `field_path` is the config field the name came from (`teachers.clean` / `teachers.robust`, or
+    `space.teachers.robust` in a search space); its last part is the role the run needs.
+    """
+    from mtard import zoo
+
+    if zoo.is_zoo_name(name):
+        entry = zoo.zoo_entry(name, dataset, robustbench_dir, field_path=field_path)
+    else:
+        entry = get_entry(catalog, name, field_path=field_path)
+    if entry.dataset != dataset:
+        raise MtardError(f"{field_path}: teacher {name!r} was trained on {entry.dataset}, but data.name is {dataset}; pick a {dataset} teacher (`mtard teachers list`)")
+    role = field_path.rsplit(".", 1)[-1]
+    if role in ("clean", "robust") and entry.role != role:
+        raise MtardError(f"{field_path}: teacher {name!r} is a {entry.role} teacher; pick a {role} one (`mtard teachers list`)")
+    return entry
+
+
 def checkpoint_path(entry: TeacherEntry) -> Path:
     path = Path(os.path.expanduser(entry.checkpoint))
     return path if path.is_absolute() else teacher_dir() / path
@@ -82,10 +128,146 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sidecar_path(entry: TeacherEntry) -> Path:
+    return checkpoint_path(entry).with_suffix(".json")
+
+
 def sidecar(entry: TeacherEntry) -> dict:
-    """What training recorded about this teacher (sha256, validation accuracies), or {}."""
-    path = checkpoint_path(entry).with_suffix(".json")
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """What training recorded about this teacher (sha256, validation accuracies), or {}.
+
+    An unreadable or truncated sidecar counts as missing (with a warning): it only adds a
+    check and a few numbers, and must never stop a run whose checkpoint itself is fine.
+    """
+    path = sidecar_path(entry)
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"expected a JSON object, got {type(record).__name__}")
+        return record
+    except (OSError, ValueError, TypeError) as err:
+        print(f"[teachers] warning: ignoring unreadable {path} ({err}); retrain the teacher to rewrite it", file=sys.stderr)
+        return {}
+
+
+def write_sidecar(entry: TeacherEntry, record: dict) -> None:
+    path = sidecar_path(entry)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+
+
+def expected_sha256(entry: TeacherEntry) -> str:
+    return entry.sha256 or sidecar(entry).get("sha256", "")
+
+
+def missing_message(entry: TeacherEntry, path: Path) -> str:
+    """The error for a teacher whose file is not here: where it should be and how to get it there."""
+    from mtard import zoo
+
+    if zoo.is_zoo_name(entry.name):
+        return zoo.missing_message(entry, path)
+    how = f"train it with `mtard teachers train {entry.name}` (on a cluster: launch/train_teacher.sh {entry.name}, which publishes it to the storage)"
+    if entry.source:
+        how = f"get it from {entry.source} and place it there, or {how}"
+    return f"teacher {entry.name!r}: checkpoint {path} not found; {how}"
+
+
+def verified_file(entry: TeacherEntry) -> tuple[Path, str]:
+    """The teacher's file on this machine and its sha256 (checked against the catalog or sidecar)."""
+    path = checkpoint_path(entry)
+    if not path.is_file():
+        raise MtardError(missing_message(entry, path))
+    digest = sha256_of(path)
+    expected = expected_sha256(entry)
+    if expected and digest != expected:
+        raise MtardError(f"teacher {entry.name!r}: {path} does not match its recorded sha256 {expected[:12]}…; the file changed or is corrupt — re-download or retrain it")
+    return path, digest
+
+
+# ---------------------------------------------------------------- node-local copies of staged teachers
+
+
+@contextmanager
+def node_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across the processes of this machine: one fetch per node, the others wait."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def copy_verified(
+    source: Path | None, read_remote, sha256: str, dest: Path, *, what: str, where: str = "teacher directory", fix: str = TEACHER_DIR_FIX
+) -> Path:
+    """Put the file with this sha256 at `dest` (atomically, checked), unless a good copy is already there.
+
+    `source` is a local file to copy, else `read_remote(tmp_path)` writes the bytes.
+    A copy whose sha256 differs is refused and removed, so nothing half-written or corrupt is
+    ever used and the next attempt starts clean.
+    """
+    writable_dir(dest.parent, what=where, fix=fix)
+    with node_lock(dest.with_name(dest.name + ".lock")):
+        if dest.is_file() and sha256_of(dest) == sha256:
+            return dest
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            if source is not None:
+                # A copy, never a hard link: a link would let anything that writes into one cache
+                # in place (a user, a tool) silently change the storage's and the driver's file too.
+                shutil.copyfile(source, tmp)
+            else:
+                read_remote(tmp)
+            got = sha256_of(tmp)
+            if got != sha256:
+                raise MtardError(
+                    f"{what}: sha256 {got[:12]}… does not match the staged teacher's {sha256[:12]}… (a corrupted copy); "
+                    f"refused. Delete it and start the search again so the driver stages the teacher anew"
+                )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return dest
+
+
+def staged_path(sha256: str) -> Path:
+    """This node's copy of a staged teacher (shared by every process on the node)."""
+    return teacher_dir() / STAGED_DIR / f"{sha256}.pt"
+
+
+def node_copy(store: str, sha256: str) -> Path:
+    """Fetch a staged teacher from `<store>/<sha256>.pt` into `staged_path(sha256)` once, verified.
+
+    `store` is a local directory (shared file system) or a URI (s3://, gs://, ...) that every
+    node can read. Call it on one process per node (the others wait on the lock anyway).
+    """
+    return fetch_staged(store, sha256, staged_path(sha256))
+
+
+def fetch_staged(store: str, sha256: str, dest: Path) -> Path:
+    """`<store>/<sha256>.pt` copied to `dest`, sha256-checked (a good copy already there is kept)."""
+    remote = f"{store.rstrip('/')}/{sha256}.pt"
+    if "://" not in store:
+        source = Path(remote)
+        if not source.is_file() and not dest.is_file():
+            raise MtardError(f"staged teacher {remote} is missing: start the search again so the driver stages its teachers")
+        return copy_verified(source, None, sha256, dest, what=remote)
+
+    def download(tmp: Path) -> None:
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(remote)
+        try:
+            with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except (FileNotFoundError, OSError) as err:
+            raise MtardError(f"staged teacher {remote} cannot be read from this node ({err}); check that every node can read the storage") from err
+
+    return copy_verified(None, download, sha256, dest, what=remote)
+
+
+# ---------------------------------------------------------------- loading
 
 
 class FrozenTeacher(nn.Module):
@@ -98,7 +280,7 @@ class FrozenTeacher(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FrozenTeacher":
+    def train(self, mode: bool = True) -> FrozenTeacher:
         return self  # BN statistics of a teacher never move
 
     @torch.no_grad()
@@ -106,79 +288,40 @@ class FrozenTeacher(nn.Module):
         return self.model(x)
 
 
-def load_teacher(entry: TeacherEntry, *, num_classes: int, in_channels: int, image_size: int) -> FrozenTeacher:
-    """Build the catalog architecture and strictly load the checkpoint into it (weights only)."""
+def build_teacher(entry: TeacherEntry, path: Path, *, num_classes: int, in_channels: int, image_size: int) -> FrozenTeacher:
+    """Build the entry's architecture and strictly load `path` into it (weights only)."""
+    from mtard import zoo
     from mtard.models import build_model
 
-    path = checkpoint_path(entry)
-    if not path.is_file():
-        how = f"train it with `mtard teachers train {entry.name}`"
-        if entry.source:
-            how = f"get it from {entry.source} and place it there, or {how}"
-        raise MtardError(f"teacher {entry.name!r}: checkpoint {path} not found; {how}")
-    expected = entry.sha256 or sidecar(entry).get("sha256", "")
-    if expected and sha256_of(path) != expected:
-        raise MtardError(f"teacher {entry.name!r}: {path} does not match its recorded sha256 {expected[:12]}…; the file changed or is corrupt — re-download or retrain it")
-    model = build_model(entry.arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    ckpt.load_weights(model, ckpt.state_dict_of(ckpt.read(path)), arch=entry.arch, source=path)
+    if zoo.is_zoo_name(entry.name):
+        model = zoo.build(entry)
+    else:
+        model = build_model(entry.arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    state = ckpt.state_dict_of(ckpt.read(path))
+    for prefix in ("module.", "model."):  # DataParallel / wrapper prefixes (RobustBench strips the same two)
+        state = ckpt.strip_prefix(state, prefix)
+    ckpt.load_weights(model, state, arch=entry.arch, source=path)
     return FrozenTeacher(model)
 
 
-def recipe_config(entry: TeacherEntry):
-    """The TrainConfig that trains this teacher: its recipe's bundled config + overrides."""
-    from mtard.config import load_config
+def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustbench_dir: str = "") -> nn.Module:
+    """The frozen, eval-mode teacher `name` (a catalog name or `rb:<ModelID>`) for `dataset`.
 
-    if not entry.recipe.get("config"):
-        raise MtardError(f"teacher {entry.name!r} has no recipe in the catalog; add `recipe: {{config: ..., set: {{...}}}}`")
-    overrides = [f"{k}={json.dumps(v)}" for k, v in (entry.recipe.get("set") or {}).items()]
-    cfg = load_config(entry.recipe["config"], overrides)
-    cfg.name = entry.name
-    cfg.out_dir = str(teacher_dir() / "runs")
-    cfg.student.arch = entry.arch
-    return cfg
+    The same path training uses. It never trains or downloads a catalog teacher: train one with
+    `mtard teachers train NAME`. A RobustBench teacher is downloaded once when missing.
+    """
+    from mtard.data import dataset_info
 
-
-def train_teacher(entry: TeacherEntry, *, progress: bool = True) -> dict:
-    """Train a teacher by its recipe, install its checkpoint and sidecar, return the sidecar."""
-    from mtard.loop import train_local
-
-    cfg = recipe_config(entry)
-    if cfg.data.name != entry.dataset:
-        raise MtardError(f"teacher {entry.name!r}: recipe trains on {cfg.data.name} but the catalog says {entry.dataset}")
-    cfg.runtime.progress = progress
-    metrics = train_local(cfg, resume=False)
-    path = checkpoint_path(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.copyfile(cfg.run_dir / "checkpoint.pt", tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-    record = {
-        "teacher": entry.name,
-        "sha256": sha256_of(path),
-        "method": cfg.method.name,
-        "epochs": cfg.optim.epochs,
-        "val_clean_acc": metrics["val_clean_acc"],
-        "val_pgd_acc": metrics["val_pgd_acc"],
-        "eval": asdict(cfg.eval),
-    }
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    return record
+    info = dataset_info(dataset)
+    entry = resolve(load_catalog(catalog or ""), name, dataset, robustbench_dir=robustbench_dir)
+    fetch_zoo_file(entry)
+    path, _ = verified_file(entry)
+    return build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
 
 
-def ensure_teachers(catalog: dict[str, TeacherEntry], names: list[tuple[str, str]], dataset: str, *, progress: bool = True) -> None:
-    """Check each (field, name): known, on the right data set and role; auto-train the cheap ones when missing."""
-    for field_path, name in names:
-        entry = get_entry(catalog, name, field_path=field_path)
-        if entry.dataset != dataset:
-            raise MtardError(f"{field_path}: teacher {name!r} was trained on {entry.dataset}, but data.name is {dataset}; pick a {dataset} teacher (`mtard teachers list`)")
-        role = field_path.rsplit(".", 1)[-1]
-        if role in ("clean", "robust") and entry.role != role:
-            raise MtardError(f"{field_path}: teacher {name!r} is a {entry.role} teacher; pick a {role} one (`mtard teachers list`)")
-        if entry.auto_train and not checkpoint_path(entry).is_file():
-            # First use on this machine: say so, since it takes a while and happens only once.
-            print(f"[teachers] {name} ({entry.arch}) is not cached: training it once into {checkpoint_path(entry)}",
-                  file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            record = train_teacher(entry, progress=progress)
-            print(f"[teachers] {name}: {record['method']}, {record['epochs']} epochs, {time.perf_counter() - start:.0f} s; "
-                  f"val clean {record['val_clean_acc']:.4f}, val PGD {record['val_pgd_acc']:.4f}", file=sys.stderr, flush=True)
+def fetch_zoo_file(entry: TeacherEntry) -> None:
+    """A RobustBench teacher missing here is downloaded (once per node, under a lock); others are left alone."""
+    from mtard import zoo
+
+    if zoo.is_zoo_name(entry.name) and not checkpoint_path(entry).is_file():
+        zoo.download(entry)

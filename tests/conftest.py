@@ -79,7 +79,8 @@ def tiny_catalog(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def _trained_teacher_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from mtard.teachers import ensure_teachers, load_catalog
+    from mtard.teachers import load_catalog
+    from mtard.train import ensure_teachers
 
     root = tmp_path_factory.mktemp("trained_teachers")
     catalog_path = root / "catalog.yaml"

@@ -300,7 +300,7 @@ def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.Com
 def test_launch_scripts_are_all_there():
     names = {p.name for p in ENTRY_SCRIPTS}
     assert {"up.sh", "down.sh", "submit.sh", "logs.sh", "tensorboard.sh", "fetch.sh",
-            "rehearse.sh"} <= names
+            "rehearse.sh", "train_teacher.sh"} <= names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -333,6 +333,23 @@ def test_submit_dry_run_prints_the_exact_job_command(tmp_path: Path):
         f" mtard search pyproject.toml --storage {tmp_path}/store --name nightly --max-trials 3"
     )
     assert res.stdout == ""  # stdout is reserved for the job id
+
+
+def test_train_teacher_dry_run_is_a_gpu_job_that_publishes(tmp_path: Path):
+    res = run_script("train_teacher.sh", "--dry-run", "cifar10_wrn34_10_trades", "cifar10_resnet56_clean", "--", str(tmp_path / "store"),
+                     env={"RAY_ADDRESS": "http://127.0.0.1:8299"})
+    assert res.returncode == 0, res.stderr
+    cmd = next(ln for ln in res.stderr.splitlines() if ln.startswith("+ ray job submit"))
+    assert cmd.endswith(
+        " --working-dir . --entrypoint-num-gpus 1 --no-wait -- mtard teachers train cifar10_wrn34_10_trades"
+        f" cifar10_resnet56_clean --publish {tmp_path}/store"
+    )
+
+
+def test_submit_can_give_the_driver_its_own_teacher_cache(tmp_path: Path):
+    res = run_script("submit.sh", "--dry-run", "pyproject.toml", str(tmp_path), env={"MTARD_DRIVER_TEACHERS": "/d/t"})
+    assert res.returncode == 0, res.stderr
+    assert "--no-wait -- env MTARD_TEACHERS=/d/t mtard search pyproject.toml" in res.stderr
 
 
 def test_submit_rejects_a_space_outside_the_repository(tmp_path: Path):

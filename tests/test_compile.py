@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mtard import checkpoint as ckpt
-from mtard.loop import train_local
+from mtard.train import train_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                                    reason="torch.compile on CPU needs a C++ compiler")]

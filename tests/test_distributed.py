@@ -171,7 +171,8 @@ def assert_placement_groups_removed(timeout_s: float = 30.0) -> None:
 @pytest.fixture(scope="module")
 def _teacher_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The tiny MLP teachers, trained for a few epochs (once per module, in this process)."""
-    from mtard.teachers import ensure_teachers, load_catalog
+    from mtard.teachers import load_catalog
+    from mtard.train import ensure_teachers
 
     root = tmp_path_factory.mktemp("dist_teachers")
     catalog = root / "catalog.yaml"

@@ -19,7 +19,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from mtard import checkpoint as ckpt
 from mtard.logs import read_metrics
-from mtard.loop import train_local
+from mtard.train import train_local
 
 DEVICE = "cuda"
 NO_CUDA = "no CUDA device (these run on a GPU machine: benchmarks/gpu_check.sh)"

@@ -22,10 +22,10 @@ from mtard.loop import (
     lr_at,
     parameter_groups,
     resolve_device,
-    train_local,
     update_selection,
     validation_autocast,
 )
+from mtard.train import train_local
 
 TIMING = {"train_time_s", "samples_per_s", "epoch_time_s", "time_in_epochs_s"}
 
@@ -296,10 +296,9 @@ def test_teachers_are_loaded_once_per_process_until_their_file_changes(trained_t
     from mtard.teachers import checkpoint_path, get_entry, load_catalog
 
     entry = get_entry(load_catalog(trained_teachers), "tiny_clean")
-    info, cpu = dataset_info("digits"), torch.device("cpu")
-    first = _teacher(entry, info, cpu)
-    assert _teacher(entry, info, cpu) is first
-    path = checkpoint_path(entry)
+    info, cpu, path = dataset_info("digits"), torch.device("cpu"), checkpoint_path(entry)
+    first = _teacher(entry, path, info, cpu)
+    assert _teacher(entry, path, info, cpu) is first
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "retrained"
-    assert _teacher(entry, info, cpu) is not first
+    assert _teacher(entry, path, info, cpu) is not first

@@ -12,7 +12,8 @@ from mtard import checkpoint as ckpt
 from mtard.config import load_config
 from mtard.errors import MtardError
 from mtard.logs import read_metrics
-from mtard.loop import EpochLog, TrainingDiverged, train_local
+from mtard.loop import EpochLog, TrainingDiverged
+from mtard.train import train_local
 
 
 def test_epoch_log_sums_tensor_and_float_parts_like_python_floats() -> None:

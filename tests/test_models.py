@@ -16,6 +16,8 @@ def _trainable_count(model: torch.nn.Module) -> int:
 
 def test_registry_names() -> None:
     assert ALL_MODELS == [
+        "dm_wrn22_6",
+        "dm_wrn22_6_c10stats",
         "mlp",
         "mobilenet_v2",
         "resnet18",

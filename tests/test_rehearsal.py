@@ -2,8 +2,10 @@
 
 `launch/rehearse.sh` does the real work and exits non-zero when any check fails (job status,
 pareto.csv written, trial workers on >= 2 fake worker nodes and never on the head, no leaked
-placement group). Two trials keep it to a few minutes; the four digits teachers are trained
-once, inside the submitted job, as a new user's first search would.
+placement group, teachers staged in the storage and fetched by the fake nodes, corrupted copies
+refused). Two trials keep it to a few minutes; the four digits teachers are trained once by the
+search driver inside the submitted job, as a new user's first search would, into this test's
+teacher directory, which the fake nodes do not share (they start with an empty one).
 """
 
 from __future__ import annotations

@@ -16,18 +16,18 @@ from mtard.errors import MtardError
 from mtard.models import build_model
 from mtard.teachers import (
     FrozenTeacher,
+    TeacherEntry,
+    build_teacher,
     checkpoint_path,
-    ensure_teachers,
     get_entry,
     load_catalog,
-    load_teacher,
-    recipe_config,
     sha256_of,
     sidecar,
-    train_teacher,
+    verified_file,
 )
+from mtard.train import ensure_teachers, recipe_config, train_teacher
 
-DIGITS = dict(num_classes=10, in_channels=1, image_size=8)
+DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8}
 
 
 def write_catalog(path: Path, text: str) -> Path:
@@ -48,6 +48,11 @@ def one_entry_catalog(tmp_path: Path, checkpoint: Path, *, arch: str = "mlp", ex
         {textwrap.indent(textwrap.dedent(extra), '  ')}""",
     )
     return load_catalog(path)
+
+
+def load_teacher(entry: TeacherEntry, **dims) -> FrozenTeacher:
+    """What a run does with a catalog entry: its checked file, built and loaded."""
+    return build_teacher(entry, verified_file(entry)[0], **dims)
 
 
 def mlp(seed: int = 0):
@@ -264,3 +269,181 @@ def test_frozen_teacher_stays_frozen() -> None:
         assert torch.equal(v, buffers[k]), f"{k} changed in a teacher forward"
     teacher.eval()
     assert not teacher.training
+
+
+# ---------------------------------------------------------------- sidecars and the cache directory
+
+
+def test_unreadable_sidecar_counts_as_missing_with_a_warning(trained_teachers: Path, capsys) -> None:
+    entry = load_catalog(trained_teachers)[TINY_CLEAN]
+    side = checkpoint_path(entry).with_suffix(".json")
+    good = side.read_text()
+    assert sidecar(entry)["sha256"] == sha256_of(checkpoint_path(entry))
+    try:
+        side.write_text(good[: len(good) // 2])  # truncated, e.g. by a full disk
+        assert sidecar(entry) == {}
+        assert f"ignoring unreadable {side}" in capsys.readouterr().err
+        load_teacher(entry, **DIGITS)  # the checkpoint itself is fine: the run goes on
+        side.write_text("[1, 2]")  # valid JSON, wrong shape
+        assert sidecar(entry) == {} and "expected a JSON object" in capsys.readouterr().err
+    finally:
+        side.write_text(good)
+
+
+def test_training_writes_the_sidecar_atomically(tiny_catalog: Path, teacher_dir: Path) -> None:
+    entry = load_catalog(tiny_catalog)[TINY_CLEAN]
+    record = train_teacher(entry, progress=False)
+    assert sidecar(entry) == json.loads(json.dumps(record))
+    leftovers = [p.name for p in (teacher_dir / "tiny").iterdir() if ".tmp" in p.name]
+    assert leftovers == [], leftovers  # written to a temporary name, then renamed into place
+
+
+def test_unwritable_teacher_cache_is_one_clear_line(tiny_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("MTARD_TEACHERS", str(blocker / "teachers"))  # cannot be created, even by root
+    with pytest.raises(MtardError) as err:
+        ensure_teachers(load_catalog(tiny_catalog), [("teachers.clean", TINY_CLEAN)], "digits", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(blocker / "teachers" / "tiny") in msg and "$MTARD_TEACHERS" in msg
+
+
+# ---------------------------------------------------------------- teachers on every node
+
+
+def _node(monkeypatch, path: Path) -> Path:
+    """Pretend to be another machine: its own, empty teacher cache."""
+    path.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("MTARD_TEACHERS", str(path))
+    return path
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["shared-path", "uri"])
+def test_driver_stages_teachers_and_another_node_fetches_them(make_cfg, trained_teachers: Path, tmp_path: Path, monkeypatch, uri: bool) -> None:
+    from mtard.data import load_splits
+    from mtard.loop import Context, build_teachers
+    from mtard.staging import stage_run_teachers
+
+    cfg = make_cfg("mtard", catalog=trained_teachers)
+    storage = f"file://{tmp_path / 'storage'}" if uri else str(tmp_path / "storage")  # file:// takes the pyarrow (S3/GCS) path
+    stage_run_teachers(cfg, storage)
+    catalog = load_catalog(trained_teachers)
+    originals = {name: checkpoint_path(catalog[name]) for name in (TINY_CLEAN, TINY_ROBUST)}
+    assert cfg.teachers.staged == {name: sha256_of(p) for name, p in originals.items()}
+    assert cfg.teachers.staged_store.rstrip("/").endswith("storage/teachers")
+    for sha in cfg.teachers.staged.values():
+        assert sha256_of(tmp_path / "storage" / "teachers" / f"{sha}.pt") == sha
+
+    node = _node(monkeypatch, tmp_path / "worker_node")
+    splits = load_splits(cfg.data)
+    teachers = build_teachers(cfg, splits, Context(torch.device("cpu")))
+    x = torch.rand(4, 1, 8, 8)
+    for role, name in (("clean", TINY_CLEAN), ("robust", TINY_ROBUST)):
+        fetched = node / "staged" / f"{cfg.teachers.staged[name]}.pt"
+        assert fetched.is_file() and sha256_of(fetched) == cfg.teachers.staged[name]
+        expected = build_teacher(catalog[name], originals[name], **DIGITS)
+        assert torch.equal(teachers[role](x), expected(x))
+    assert not (node / "tiny").exists()  # nothing trained or read from a catalog path on the node
+
+
+def test_corrupted_copies_are_refused_or_replaced(make_cfg, trained_teachers: Path, tmp_path: Path, monkeypatch) -> None:
+    from mtard.staging import stage_run_teachers
+    from mtard.teachers import node_copy, staged_path
+
+    cfg = make_cfg("rslad", catalog=trained_teachers)
+    stage_run_teachers(cfg, str(tmp_path / "storage"))
+    (sha,) = cfg.teachers.staged.values()
+    good = tmp_path / "storage" / "teachers" / f"{sha}.pt"
+
+    _node(monkeypatch, tmp_path / "node_a")
+    own = staged_path(sha)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"half a download")  # this node's copy is damaged: fetched again
+    assert node_copy(cfg.teachers.staged_store, sha) == own and sha256_of(own) == sha
+    own.write_bytes(b"overwritten in place")  # a node's copy is its own file: the storage's copy is untouched
+    assert sha256_of(good) == sha
+
+    _node(monkeypatch, tmp_path / "node_b")
+    bad_store = tmp_path / "bad_store"
+    bad_store.mkdir()
+    (bad_store / f"{sha}.pt").write_bytes(good.read_bytes()[:-1] + b"x")  # one byte changed in the storage
+    with pytest.raises(MtardError, match=r"does not match the staged teacher's .*refused"):
+        node_copy(str(bad_store), sha)
+    assert list((tmp_path / "node_b" / "staged").iterdir()) == [(tmp_path / "node_b" / "staged" / f"{sha}.pt.lock")]
+    with pytest.raises(MtardError, match="staged teacher .* is missing"):
+        node_copy(str(tmp_path / "nowhere"), sha)
+
+
+def test_a_missing_teacher_stops_the_driver_before_any_training(tmp_path: Path, make_cfg) -> None:
+    from mtard.staging import stage_run_teachers
+
+    catalog = write_catalog(tmp_path / "cat.yaml", f"""\
+        far_away: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}, source: "https://example.org/t.pt"}}
+        """)
+    cfg = make_cfg("rslad", "teachers.robust=far_away", catalog=catalog)
+    with pytest.raises(MtardError) as err:
+        stage_run_teachers(cfg, str(tmp_path / "storage"))
+    assert "'far_away'" in str(err.value) and "absent.pt not found" in str(err.value) and "mtard teachers train far_away" in str(err.value)
+    assert not (tmp_path / "storage").exists()
+
+
+def test_a_run_never_trains_a_teacher(make_cfg, tiny_catalog: Path, teacher_dir: Path) -> None:
+    from mtard.loop import LocalContext, fit
+
+    cfg = make_cfg("rslad", catalog=tiny_catalog)  # an auto_train teacher, not trained yet
+    with pytest.raises(MtardError, match=rf"teacher '{TINY_ROBUST}': checkpoint .* not found; .*mtard teachers train {TINY_ROBUST}"):
+        fit(cfg, LocalContext(torch.device("cpu"), cfg.run_dir, resume=False))
+    assert not any(teacher_dir.rglob("*.pt"))
+
+
+def test_a_teacher_trained_elsewhere_is_published_and_pulled_by_the_driver(make_cfg, tiny_catalog: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from mtard.cli import main
+    from mtard.staging import stage_run_teachers
+
+    storage = f"file://{tmp_path / 'bucket'}"
+    _node(monkeypatch, tmp_path / "gpu_node")  # `mtard teachers train --publish` ran as a job there
+    assert main(["teachers", "train", TINY_ROBUST, "--catalog", str(tiny_catalog), "--publish", storage]) == 0
+    trained = tmp_path / "gpu_node" / "tiny" / "robust.pt"
+    assert "published" in capsys.readouterr().out
+
+    driver = _node(monkeypatch, tmp_path / "head")  # the search driver never saw the file
+    cfg = make_cfg("rslad", catalog=tiny_catalog)
+    stage_run_teachers(cfg, storage)
+    said = capsys.readouterr().err
+    assert f"{TINY_ROBUST}: pulled the published copy" in said and "training it once" not in said
+    pulled = driver / "tiny" / "robust.pt"
+    assert sha256_of(pulled) == sha256_of(trained) == cfg.teachers.staged[TINY_ROBUST]
+    assert sidecar(load_catalog(tiny_catalog)[TINY_ROBUST])["sha256"] == sha256_of(trained)
+
+
+def test_a_search_with_a_missing_teacher_fails_before_any_trial(tmp_path: Path, trained_teachers: Path) -> None:
+    import argparse
+
+    import ray
+    import yaml
+
+    from mtard.search.run import run_search
+
+    catalog = tmp_path / "cat.yaml"
+    catalog.write_text(trained_teachers.read_text() + f"far_away: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "base": "digits_mtard",
+        "set": {"teachers.catalog": str(catalog), "teachers.clean": TINY_CLEAN, "student.arch": "mlp"},
+        "num_samples": 2, "resources": {"workers": 1, "cpus_per_worker": 1}, "budget": {"epochs": 1}, "enqueue_defaults": False,
+        "space": {"teachers.robust": {"choice": [TINY_ROBUST, "far_away"]}},
+    }))
+    args = argparse.Namespace(space=str(space), storage=str(tmp_path / "runs"), name="s", address=None, resume=None, final_eval=False, num_samples=None)
+    with pytest.raises(MtardError, match=r"teacher 'far_away': checkpoint .*absent\.pt not found; .*mtard teachers train far_away"):
+        run_search(args)
+    assert not ray.is_initialized()  # stopped before Ray, hence before any trial
+    assert not list((tmp_path / "runs").rglob("trial_*"))
+
+
+def test_unwritable_storage_names_the_storage(make_cfg, trained_teachers: Path, tmp_path: Path) -> None:
+    from mtard.staging import stage_run_teachers
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(MtardError, match=rf"^teacher storage {blocker}/teachers is not writable .*; give --storage a location"):
+        stage_run_teachers(make_cfg("rslad", catalog=trained_teachers), str(blocker))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from mtard.errors import MtardError
+from mtard.models.dm_wideresnet import dm_wrn22_6, dm_wrn22_6_c10stats
 from mtard.models.mobilenet import mobilenet_v2
 from mtard.models.resnet import resnet18, resnet56
 from mtard.models.small import mlp, small_cnn
@@ -21,6 +22,8 @@ Builder = Callable[..., nn.Module]
 """Called as `builder(num_classes=..., in_channels=..., image_size=...)`."""
 
 _REGISTRY: dict[str, Builder] = {
+    "dm_wrn22_6": dm_wrn22_6,
+    "dm_wrn22_6_c10stats": dm_wrn22_6_c10stats,
     "mlp": mlp,
     "mobilenet_v2": mobilenet_v2,
     "resnet18": resnet18,

@@ -113,7 +113,7 @@ def wrn28_10(*, num_classes: int, in_channels: int, image_size: int) -> nn.Modul
 
 
 def wrn22_6(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """WRN-22-6: the CIFAR-100 clean teacher the MTARD authors most likely used."""
+    """WRN-22-6 in this (TRADES, ReLU) layout; the official CIFAR-100 clean teacher is the DeepMind-layout Swish one, `dm_wrn22_6`."""
     del image_size
     return WideResNet(depth=22, widen_factor=6, num_classes=num_classes, in_channels=in_channels)
 

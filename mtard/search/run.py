@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from mtard.errors import MtardError
@@ -41,6 +40,7 @@ from mtard.search.files import BASE_CONFIG, SPACE, STUDY, VERIFIED_DIR, VERIFIED
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
+from mtard.staging import stage_search_teachers
 from mtard.storage import absolute, check_writable
 
 CHECKPOINTS_TO_KEEP = 2  # per trial: resuming needs only the latest; all would cost GBs per CIFAR trial
@@ -78,7 +78,8 @@ def run_search(
         _check_storage(files)
         _save_space(loaded, files)
         files.push()
-    _ensure_teachers(loaded)
+    # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
+    stage_search_teachers(loaded, files.storage)
     return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval)
 
 
@@ -130,22 +131,6 @@ def _save_space(space: SearchSpace, files: ExperimentFiles) -> None:
     text = "# resolved by `mtard search`; --resume reads this file (base: the saved base config)\n"
     text += yaml.safe_dump(space.to_yaml_dict(base=BASE_CONFIG), sort_keys=False, allow_unicode=True)
     atomic_write(files.local / SPACE, text)
-
-
-def _ensure_teachers(space: SearchSpace) -> None:
-    """Auto-train teachers train here, once, before any trial wants them."""
-    from mtard.teachers import checkpoint_path, ensure_teachers, load_catalog
-
-    names = space.teacher_names()
-    if not names:
-        return
-    fixed = space.fixed_config()
-    catalog = load_catalog(fixed.teachers.catalog)
-    ensure_teachers(catalog, names, fixed.data.name, progress=True)
-    missing = [n for _, n in names if not checkpoint_path(catalog[n]).is_file()]
-    if missing:
-        print(f"[search] warning: no checkpoint here for teacher(s) {', '.join(sorted(set(missing)))} "
-              f"(`mtard teachers list`); trials using them fail unless the worker nodes have them", file=sys.stderr)
 
 
 def _start_ray(address: str | None, space: SearchSpace) -> bool:

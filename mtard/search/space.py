@@ -666,19 +666,14 @@ def _check_probes(space: SearchSpace) -> None:
 
 
 def _check_teachers(space: SearchSpace) -> None:
-    from mtard.teachers import get_entry, load_catalog
+    from mtard.teachers import load_catalog, resolve
 
     cfg = space.fixed_config()
     catalog = load_catalog(cfg.teachers.catalog)
     searched = set(space.param_paths)
     for field_path, name in space.teacher_names():
         where = f"space.{field_path}" if field_path in searched else field_path
-        entry = get_entry(catalog, name, field_path=where)
-        if entry.dataset != cfg.data.name:
-            raise MtardError(f"{where}: teacher {name!r} was trained on {entry.dataset}, but data.name is {cfg.data.name}; pick a {cfg.data.name} teacher (`mtard teachers list`)")
-        role = field_path.rsplit(".", 1)[-1]
-        if entry.role != role:
-            raise MtardError(f"{where}: teacher {name!r} is a {entry.role} teacher; pick a {role} one (`mtard teachers list`)")
+        resolve(catalog, name, cfg.data.name, field_path=where, robustbench_dir=cfg.teachers.robustbench_dir)
 
 
 def _check_default_point(space: SearchSpace) -> None:
