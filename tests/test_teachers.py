@@ -417,8 +417,6 @@ def test_a_teacher_trained_elsewhere_is_published_and_pulled_by_the_driver(make_
 
 
 def test_a_search_with_a_missing_teacher_fails_before_any_trial(tmp_path: Path, trained_teachers: Path) -> None:
-    import argparse
-
     import ray
     import yaml
 
@@ -433,9 +431,8 @@ def test_a_search_with_a_missing_teacher_fails_before_any_trial(tmp_path: Path, 
         "num_samples": 2, "resources": {"workers": 1, "cpus_per_worker": 1}, "budget": {"epochs": 1}, "enqueue_defaults": False,
         "space": {"teachers.robust": {"choice": [TINY_ROBUST, "far_away"]}},
     }))
-    args = argparse.Namespace(space=str(space), storage=str(tmp_path / "runs"), name="s", address=None, resume=None, final_eval=False, num_samples=None)
     with pytest.raises(MtardError, match=r"teacher 'far_away': checkpoint .*absent\.pt not found; .*mtard teachers train far_away"):
-        run_search(args)
+        run_search(space, storage=str(tmp_path / "runs"), name="s")
     assert not ray.is_initialized()  # stopped before Ray, hence before any trial
     assert not list((tmp_path / "runs").rglob("trial_*"))
 

@@ -209,7 +209,7 @@ def test_teachers_list_zoo(capsys) -> None:
 
     assert main(["teachers", "list", "--zoo", "--dataset", "cifar100"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:-1]}
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:-1]}  # after the header and its rule
     assert rows["rb:Gowal2020Uncovering"] == ["cifar100", "Linf"]
     assert all(name.startswith("rb:") for name in rows) and "robustbench.github.io" in out.splitlines()[-1]
     assert main(["teachers", "list", "--zoo", "--threat", "L2"]) == 0
