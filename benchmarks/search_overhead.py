@@ -1,56 +1,65 @@
-"""What a search costs beyond the training it runs (digits, local Ray, CPU).
+"""What a search costs beyond the training it runs (digits, local Ray, CPU): direct trials vs Ray Train.
 
-Runs a real `mtard search` (default: search_spaces/digits_tiny.yaml with fewer trials) and prints,
-from the same run:
-  - the search's wall time against the sum of its trials' time in epochs (training + validation),
-    and against that sum divided by the concurrency (the ideal wall time);
-  - the per-trial start-up cost: a trial's lifetime as Tune measures it (`time_total_s`, from the
-    trial driver's start to its last report) minus its time in epochs — i.e. building the Ray Train
-    worker group, the process group, loading data and teachers.
+Runs, in ONE process and on one local Ray (started once, its start-up timed separately):
+  1. the `digits_tiny` search as shipped (direct trials: the epoch loop runs in each Tune trial's
+     own process, reused from trial to trial), and
+  2. the same space with `resources.ray_train: true` (each trial a Ray Train run of one worker),
+     with fewer trials (--ray-train-samples), for the start-up comparison.
+For each it prints, from the search's own records (records.jsonl):
+  - the median per-trial start-up: from Tune starting the trial to its first training step
+    (the first result's arrival minus that epoch's own time; `startup_s` in the records). A
+    trial process's own start (import of torch, ...) happens before Tune starts the trial on
+    it, so the first trial of each slot pays it outside this figure; the wall-time ratio below
+    includes it;
+  - the search's wall time against the sum of its trials' time in epochs (training +
+    validation, `train_time_s` in the records) divided by the number of trials the search runs
+    at once: 1.0 would be a search that does nothing but train and validate.
 Teachers are trained before the clock starts (they are cached across searches).
 
-    python benchmarks/search_overhead.py [--num-samples 4] [--space search_spaces/digits_tiny.yaml]
+    python benchmarks/search_overhead.py [--num-samples 12] [--ray-train-samples 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
+
+import yaml
 
 
-def last_results(exp_dir: Path) -> list[dict]:
-    """The last report of every trial, from Tune's per-trial result.json files."""
-    rows = []
-    for result in sorted(exp_dir.glob("*/result.json")):
-        lines = [line for line in result.read_text().splitlines() if line.strip()]
-        if lines:
-            rows.append(json.loads(lines[-1]))
-    return rows
+def run(space_path: Path, storage: Path, name: str, num_samples: int) -> dict:
+    from mtard.search.records import read_records
+    from mtard.search.resources import plan_concurrency
+    from mtard.search.run import run_search
+    from mtard.search.space import load_space
+    from mtard.search.tune import cluster_capacity, node_shapes
 
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """How many trials ran at the same time at most (measured, not configured)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    return peak
+    space = load_space(space_path)
+    space.num_samples = num_samples
+    concurrency = plan_concurrency(space, cluster_capacity(), node_shapes())  # what the search runs at once
+    start = time.perf_counter()
+    run_search(space_path, storage=str(storage), name=name, num_samples=num_samples)
+    wall = time.perf_counter() - start
+    records = read_records(storage / name / "records.jsonl")
+    startup = [r.startup_s for r in records if r.startup_s is not None]
+    in_epochs = sum(r.train_time_s for r in records)
+    return {"wall": wall, "trials": len(records), "startup": startup, "in_epochs": in_epochs, "concurrency": concurrency}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="search_spaces/digits_tiny.yaml")
-    parser.add_argument("--num-samples", type=int, default=4)
+    parser.add_argument("--num-samples", type=int, default=12, help="trials of the direct search (digits_tiny: 12)")
+    parser.add_argument("--ray-train-samples", type=int, default=4, help="trials of the Ray Train search")
     parser.add_argument("--out", help="storage directory (default: a temporary one)")
     args = parser.parse_args()
 
-    from mtard.search.run import run_search
+    import ray
+
+    from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS
     from mtard.search.space import load_space
     from mtard.teachers import ensure_teachers, load_catalog
 
@@ -58,29 +67,41 @@ def main() -> None:
     fixed = space.fixed_config()
     if space.teacher_names():
         ensure_teachers(load_catalog(fixed.teachers.catalog), space.teacher_names(), fixed.data.name)
+    storage = Path(args.out or tempfile.mkdtemp(prefix="mtard-search-overhead-"))
+    ray_train_space = storage / "ray_train_space.yaml"
+    data = space.to_yaml_dict()
+    data["resources"] = {**data["resources"], "ray_train": True}
+    storage.mkdir(parents=True, exist_ok=True)
+    ray_train_space.write_text(yaml.safe_dump(data, sort_keys=False))
 
-    storage = args.out or tempfile.mkdtemp(prefix="mtard-search-overhead-")
-    request = SimpleNamespace(space=args.space, storage=storage, name="overhead", address=None,
-                              resume=None, final_eval=False, num_samples=args.num_samples)
-    start = time.perf_counter()
-    run_search(request)
-    wall = time.perf_counter() - start
+    from mtard.distributed import use_fast_polling
 
-    rows = last_results(Path(storage) / "overhead")
-    in_epochs = [r["time_in_epochs_s"] for r in rows if "time_in_epochs_s" in r]
-    startup = [r["time_total_s"] - r["time_in_epochs_s"] for r in rows if "time_in_epochs_s" in r]
-    if not in_epochs:
-        raise SystemExit(f"no trial results under {storage}/overhead")
-    concurrency = max_overlap([(r["timestamp"] - r["time_total_s"], r["timestamp"]) for r in rows])
-    total = sum(in_epochs)
-    print(f"search: {len(rows)} trials of {space.budget['epochs']} epochs, at most {concurrency} at a time (results in {storage}/overhead)")
-    print(f"search wall time                      {wall:8.1f} s")
-    print(f"sum of trials' time in epochs         {total:8.1f} s   (wall / sum = {wall / total:.2f})")
-    print(f"ideal wall time (sum / concurrency)   {total / concurrency:8.1f} s   (wall / ideal = {wall * concurrency / total:.2f})")
-    print(f"per-trial start-up (Tune lifetime - time in epochs): median {statistics.median(startup):.1f} s, "
-          f"min {min(startup):.1f} s, max {max(startup):.1f} s")
-    print("The gap between wall and ideal is Ray start-up, per-trial start-up (worker group, process group,"
-          " data and teachers), and trials that cannot overlap at the end of the search.")
+    use_fast_polling()  # what `mtard search` does when it starts a local Ray
+    t0 = time.perf_counter()
+    ray.init(address="local", resources={DRIVER_RESOURCE: LOCAL_DRIVER_UNITS}, include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
+    ray_start = time.perf_counter() - t0
+    try:
+        direct = run(Path(args.space), storage, "direct", args.num_samples)
+        train = run(ray_train_space, storage, "ray_train", args.ray_train_samples)
+    finally:
+        ray.shutdown()
+
+    print(f"\nlocal Ray start-up (once, not in the figures below): {ray_start:.1f} s; results in {storage}")
+    print(f"{'':34s}{'direct trials':>16s}{'Ray Train trials':>18s}")
+    print(f"{'trials (epochs each)':34s}{direct['trials']:>16d}{train['trials']:>18d}   ({space.budget['epochs']})")
+    for label, key in (("per-trial start-up, median", "startup"),):
+        print(f"{label + ' (s)':34s}{statistics.median(direct[key]):>16.2f}{statistics.median(train[key]):>18.2f}")
+    print(f"{'  min / max (s)':34s}{min(direct['startup']):>7.2f} /{max(direct['startup']):>7.2f}"
+          f"{min(train['startup']):>9.2f} /{max(train['startup']):>7.2f}")
+    for r in (direct, train):
+        r["ideal"] = r["in_epochs"] / r["concurrency"]
+    print(f"{'search wall time (s)':34s}{direct['wall']:>16.1f}{train['wall']:>18.1f}")
+    print(f"{'Σ trials time in epochs (s)':34s}{direct['in_epochs']:>16.1f}{train['in_epochs']:>18.1f}")
+    print(f"{'trials at once':34s}{direct['concurrency']:>16d}{train['concurrency']:>18d}")
+    print(f"{'wall / (Σ in epochs / concurrency)':34s}{direct['wall'] / direct['ideal']:>16.2f}{train['wall'] / train['ideal']:>18.2f}")
+    print("The gap between wall and ideal: per-trial start-up, reports and checkpoints, trial processes starting,"
+          " and trials that cannot overlap at the end of the search.")
 
 
 if __name__ == "__main__":

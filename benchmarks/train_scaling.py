@@ -205,8 +205,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process/worker (default 1)")
     args = parser.parse_args()
 
-    import mtard.distributed
     import ray
+
+    import mtard.distributed
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="mtard_scaling_"))

@@ -112,8 +112,13 @@ for m in members if isinstance(members, list) else []:
     p = c.split("://", 1)[-1].rstrip("/")
     if p.startswith(src + "/"):
         p = p[len(src) + 1:]
-    elif p.startswith("/") or "://" in c or p.startswith(".."):
+    elif p.startswith("/") or "://" in c:
         print(f"[fetch.sh] not under {sys.argv[2]}, not copied: {c}", file=sys.stderr)
+        continue
+    # pareto.json is data, not a list of paths to trust: a ".." anywhere (x/../../payload)
+    # would copy from outside the experiment to outside DEST.
+    if p.startswith("/") or ".." in p.split("/"):
+        print(f"[fetch.sh] unsafe checkpoint path (absolute or with ..), not copied: {c}", file=sys.stderr)
         continue
     if p not in seen:
         seen.append(p)

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Start = Literal["gaussian", "uniform", "zero"]
+Start = Literal["gaussian", "uniform", "uniform_unclamped", "zero"]
+STARTS = ("gaussian", "uniform", "uniform_unclamped", "zero")
 LossName = Literal["ce", "kl"]
 
 #: Std of the MTARD/RSLAD/TRADES random start `x + 0.001·N(0, 1)`.
@@ -41,11 +42,13 @@ def _start_point(x: Tensor, eps: float, start: str) -> Tensor:
     if start == "gaussian":
         # As the official code: no clamp here; the first projection + clamp fixes it.
         return x + GAUSSIAN_START_STD * torch.randn_like(x)
-    if start == "uniform":
-        return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp_(0.0, 1.0)
+    if start in ("uniform", "uniform_unclamped"):
+        noisy = x + torch.empty_like(x).uniform_(-eps, eps)
+        # ARD's official start is not clamped: its first forward may see pixels outside [0, 1].
+        return noisy if start == "uniform_unclamped" else noisy.clamp_(0.0, 1.0)
     if start == "zero":
         return x.clone()
-    raise ValueError(f"unknown attack start {start!r}; expected 'gaussian', 'uniform' or 'zero'")
+    raise ValueError(f"unknown attack start {start!r}; expected one of {', '.join(STARTS)}")
 
 
 def _linf_attack(
@@ -62,8 +65,8 @@ def _linf_attack(
     """Maximise `loss_fn(model(x_adv))` (float32 logits in, scalar out) inside the ε-ball."""
     if eps < 0 or step_size < 0 or steps < 0:
         raise ValueError(f"eps, step_size and steps must be >= 0, got {eps}, {step_size}, {steps}")
-    if start not in ("gaussian", "uniform", "zero"):
-        raise ValueError(f"unknown attack start {start!r}; expected 'gaussian', 'uniform' or 'zero'")
+    if start not in STARTS:
+        raise ValueError(f"unknown attack start {start!r}; expected one of {', '.join(STARTS)}")
     x = x.detach()
     if eps == 0 or steps == 0:
         return x.clone()
@@ -105,7 +108,8 @@ def pgd(
         model: maps images in [0, 1] to logits [B, C].
         x: clean images in [0, 1]; y: labels [B] (unused for `loss="kl"`).
         start: "gaussian" (x + 0.001·N(0,1): MTARD/RSLAD/TRADES training),
-            "uniform" (x + U(−ε, ε), clamped: Madry/SAT and the PGD-20 evaluations) or "zero".
+            "uniform" (x + U(−ε, ε), clamped: Madry/SAT and the PGD-20 evaluations),
+            "uniform_unclamped" (the same without the clamp: ARD's official attack) or "zero".
         loss: "ce" = CE(model(x_adv), y); "kl" = KL(softmax(target) ‖ softmax(model(x_adv))),
             summed. TRADES passes the student's clean logits as the target, RSLAD the
             robust teacher's clean logits.
@@ -139,9 +143,15 @@ def pgd(
     )
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
-    """FGSM: one signed-gradient step of size ε on the cross-entropy from `x` (eval mode)."""
-    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="zero")
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, random_start: bool = False) -> Tensor:
+    """FGSM: one signed-gradient step of size ε on the cross-entropy (eval mode).
+
+    From `x` itself (Goodfellow et al.), or with `random_start` from `x + U(−ε, ε)` clamped to
+    [0, 1], then projected back into the ε-ball: the "FGSM" of the DAT/FAT evaluation code
+    (`attack_generator.py` of FAT, Zhang et al. 2020, `rand_init=True`), which later robust
+    distillation papers' tables follow.
+    """
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="uniform" if random_start else "zero")
 
 
 def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -161,11 +171,16 @@ def cw_inf(
     steps: int,
     confidence: float = 50.0,
 ) -> Tensor:
-    """CW∞ as in the TRADES/RSLAD evaluation code: PGD on the CW margin loss.
+    """CW∞: PGD on the Carlini-Wagner margin loss, as the DAT/FAT evaluation code runs it.
+
+    Lineage: no official MTARD, RSLAD, ARD or TRADES repository contains a CW attack. This is
+    the "CW" of FAT's `attack_generator.py` (Zhang et al. 2020, after DAT, Wang et al. 2019),
+    whose margin loss is credited there to CAT (Cai et al. 2018): confidence 50, 30 steps of
+    ε/4 at ε = 0.031, uniform random start (clamped), eval mode.
 
     The maximised loss is `−max(z_y − max_{j≠y} z_j + κ, 0)` per sample, summed: it keeps
     pushing until the best wrong class beats the true class by the confidence κ, then
-    stops (zero gradient). Uniform random start, like those evaluation scripts; eval mode.
+    stops (zero gradient).
     """
 
     def loss_fn(logits: Tensor) -> Tensor:

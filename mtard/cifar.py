@@ -12,51 +12,122 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
 from mtard.config import DataConfig
-from mtard.data import DatasetInfo, Splits, TransformSubset
 from mtard.errors import MtardError
+from mtard.splits import DatasetInfo, Splits, TransformSubset
 
 # Bounds a download attempt that hangs (e.g. a firewall dropping packets) instead
 # of failing; applies per socket operation, so a slow but live download still works.
 DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
 
 
+class CifarFileError(ValueError):
+    """A CIFAR file that is not a plain batch or meta pickle (wrong content, or a payload)."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: CIFAR files are pickles, and a pickle can run any code.
+
+    The files are placed by hand (or re-packed), so they are untrusted like teacher
+    checkpoints. A real batch needs builtin containers and numbers plus numpy's array
+    reconstruction; any other global (os.system, builtins.eval, ...) is refused before
+    it can be called.
+    """
+
+    ALLOWED = frozenset({
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # how numpy pickles an array (numpy 1 and 2 names)
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise CifarFileError(f"it names {module}.{name}, which CIFAR data never needs (refused unrun: a pickle can run code)")
+        return super().find_class(module, name)
+
+
+def _read_pickle(path: Path) -> dict:
+    with open(path, "rb") as infile:
+        try:
+            data = _CifarUnpickler(infile, encoding="latin1").load()
+        except CifarFileError as err:
+            raise CifarFileError(f"{path.name}: {err}") from err
+    if not isinstance(data, dict):
+        raise CifarFileError(f"{path.name} holds a {type(data).__name__}, not a dict")
+    return data
+
+
+def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """A batch file's images (N×3072 uint8) and labels, checked against the CIFAR format."""
+    entry = _read_pickle(path)
+    images, labels = entry.get("data"), entry.get(label_key)
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2 and images.shape[1] == 3072):
+        raise CifarFileError(f"{path.name}: 'data' must be an N×3072 uint8 array (32×32 RGB images)")
+    if not (isinstance(labels, list) and len(labels) == len(images)
+            and all(isinstance(v, int) and 0 <= v < num_classes for v in labels)):
+        raise CifarFileError(f"{path.name}: {label_key!r} must be a list of {len(images)} class indices in [0, {num_classes})")
+    return images, labels
+
+
 class _LocalFilesCheck:
-    """Replace torchvision's md5 checks by an existence check of every expected file.
+    """Read the files with the restricted unpickler, and check presence instead of md5s.
 
     torchvision re-hashes all batch files on every construction and refuses any file
     whose md5 differs from the official one. That makes hand-built or re-packed copies
     (including the tiny ones the tests generate) unusable and costs a full read of
     ~170 MB per trial. Here the md5 of the archive is verified by torchvision at
     download time only (`download_and_extract_archive(..., md5=tgz_md5)`); files
-    placed by hand are trusted as long as they are all present and unpickle.
+    placed by hand are accepted when they are all present and hold plain CIFAR data
+    (`_CifarUnpickler`): torchvision's own reader would `pickle.load` them.
     """
 
     root: str
     base_folder: str
     meta: dict[str, str]
+    train_list: list[list[str]]
+    test_list: list[list[str]]
+    label_key: str
+    num_classes: int
+
+    def __init__(self, root: str, train: bool, transform: Callable | None) -> None:
+        datasets.VisionDataset.__init__(self, root, transform=transform)
+        self.train = train
+        folder = Path(root, self.base_folder)
+        parts = [_read_batch(folder / name, self.label_key, self.num_classes) for name, _md5 in (self.train_list if train else self.test_list)]
+        # torchvision's layout: N×32×32×3 uint8 (HWC), as its __getitem__ expects.
+        self.data = np.vstack([images for images, _ in parts]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self.targets = [label for _, labels in parts for label in labels]
+        self._load_meta()
 
     def _check_integrity(self) -> bool:
         return not _missing_files(type(self), Path(self.root))
 
     def _load_meta(self) -> None:
         path = Path(self.root, self.base_folder, self.meta["filename"])
-        with open(path, "rb") as infile:
-            data = pickle.load(infile, encoding="latin1")
-        self.classes = data[self.meta["key"]]
+        names = _read_pickle(path).get(self.meta["key"])
+        if not (isinstance(names, list) and len(names) == self.num_classes and all(isinstance(n, str) for n in names)):
+            raise CifarFileError(f"{path.name}: {self.meta['key']!r} must list the {self.num_classes} class names")
+        self.classes = names
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 class _CIFAR10(_LocalFilesCheck, datasets.CIFAR10):
-    pass
+    label_key = "labels"
+    num_classes = 10
 
 
 class _CIFAR100(_LocalFilesCheck, datasets.CIFAR100):
-    pass
+    label_key = "fine_labels"
+    num_classes = 100
 
 
 @dataclass(frozen=True)
@@ -130,6 +201,11 @@ def _ensure_cifar_files(spec: _CifarSpec, root: Path, download: bool) -> None:
     the network, and an offline machine without them fails in seconds.
     """
     cls = spec.dataset_cls
+    if root.exists() and not root.is_dir():
+        raise MtardError(
+            f"data.root {root} is a file, not a folder: set data.root to the folder that holds "
+            f"{cls.filename} or its extracted {cls.base_folder}/"
+        )
     if not _missing_files(cls, root):
         return
     archive = root / cls.filename
@@ -198,7 +274,7 @@ def _not_found_message(spec: _CifarSpec, root: Path, download: bool, problem: st
 def _open_cifar(spec: _CifarSpec, root: Path, *, train: bool, transform: Callable | None) -> datasets.CIFAR10:
     """Construct the torchvision data set, turning unreadable files into one clear error."""
     try:
-        return spec.dataset_cls(root=str(root), train=train, transform=transform, download=False)
+        return spec.dataset_cls(root=str(root), train=train, transform=transform)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
         folder = root / spec.dataset_cls.base_folder
         raise MtardError(

@@ -16,18 +16,15 @@ from mtard.errors import MtardError
 
 def _train(args: argparse.Namespace) -> None:
     from mtard.config import load_config
+    from mtard.runs import check_run_dir
 
-    cfg = load_config(args.config, args.set)
-    if args.name:
-        cfg.name = args.name
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
-    for flag, path in (("workers", "workers"), ("gpus_per_worker", "gpus_per_worker")):
-        if getattr(args, flag) is not None:
-            setattr(cfg.scaling, path, getattr(args, flag))
+    # Flags are config fields too: the same type and range checks, before any work starts.
+    flags = {"name": args.name, "out_dir": args.out_dir, "scaling.workers": args.workers, "scaling.gpus_per_worker": args.gpus_per_worker}
+    cfg = load_config(args.config, args.set, {k: v for k, v in flags.items() if v is not None})
     if args.workers is None and args.address is None:
         from mtard.loop import train_local
 
+        check_run_dir(cfg.run_dir, cfg, resume=args.resume)
         metrics = train_local(cfg, resume=args.resume)
     else:
         from mtard.distributed import train_distributed
@@ -55,20 +52,34 @@ def _help_fields(_args: argparse.Namespace) -> None:
         print(f"{path:28s} {name:40.40s} default {get_path(defaults, path)!r}")
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from mtard.evaluate import DEFAULT_ATTACKS, evaluate_checkpoint, render_table, AttackResult
+def _attack_list(text: str | None) -> list[str] | None:
+    """--attacks: None when not given (the command's default suite); given but empty is an error."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        from mtard.evaluate import ATTACKS
 
-    attacks = args.attacks.split(",") if args.attacks else DEFAULT_ATTACKS
+        raise MtardError(f"--attacks is empty: name at least one of {','.join(ATTACKS)}, or leave it out for the full suite")
+    return names
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from mtard.evaluate import evaluate_checkpoint, render_table
+
     report = evaluate_checkpoint(
-        args.checkpoint, split=args.split, attacks=attacks, eps=args.eps, data_root=args.data_root,
+        args.checkpoint, split=args.split, attacks=_attack_list(args.attacks), eps=args.eps, data_root=args.data_root,
         max_samples=args.max_samples, batch_size=args.batch_size, device=args.device, out=args.out,
+        # Shown before the report is written: a failing write cannot take the results with it.
+        on_results=lambda results: print(render_table(results), flush=True),
+        precision="bf16" if args.bf16 else "fp32",
     )
-    print(render_table([AttackResult(**r) for r in report["results"]]))
     print(f"written: {report['json']}")
 
 
 def _teachers_list(args: argparse.Namespace) -> None:
     from mtard.teachers import checkpoint_path, load_catalog, sidecar
+    from mtard.text import text_table
 
     rows = []
     for name, entry in sorted(load_catalog(args.catalog).items()):
@@ -78,9 +89,7 @@ def _teachers_list(args: argparse.Namespace) -> None:
         state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
     header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    print("\n".join(text_table(header, rows)))
 
 
 def _teachers_train(args: argparse.Namespace) -> None:
@@ -99,15 +108,18 @@ def _teachers_train(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from mtard.search.run import run_search
 
-    run_search(args)
+    run_search(
+        args.space, storage=args.storage, name=args.name, address=args.address, resume=args.resume,
+        num_samples=args.num_samples, final_eval=args.final_eval,
+    )
 
 
 def _evaluate_front(args: argparse.Namespace) -> None:
-    from mtard.search.review import evaluate_front, render_verified
+    from mtard.search.render import render_verified
+    from mtard.search.verify import evaluate_front
 
-    attacks = args.attacks.split(",") if args.attacks else None
     path = evaluate_front(
-        Path(args.exp_dir), attacks=attacks, max_samples=args.max_samples, device=args.device,
+        Path(args.exp_dir), attacks=_attack_list(args.attacks), max_samples=args.max_samples, device=args.device,
         data_root=args.data_root, batch_size=args.batch_size,
     )
     print(render_verified(json.loads(path.read_text())))
@@ -116,7 +128,7 @@ def _evaluate_front(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from mtard.search.compare import compare
-    from mtard.search.review import render_table
+    from mtard.search.render import render_table
 
     data = compare(args.experiments, Path(args.out))
     print(render_table(data))
@@ -151,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", help="JSON report path")
+    p.add_argument("--bf16", action="store_true", help="attack under bf16 autocast (default fp32, as the official evaluations: a low-precision gradient can weaken the attack)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("teachers", help="the teacher catalog")

@@ -26,7 +26,7 @@ from mtard.errors import MtardError
 
 DatasetName = Literal["digits", "cifar10", "cifar100"]
 MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
-AttackStart = Literal["method", "gaussian", "uniform", "zero"]
+AttackStart = Literal["method", "gaussian", "uniform", "uniform_unclamped", "zero"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
@@ -58,6 +58,12 @@ class OptimConfig:
     epochs: int = 300
     milestones: list[int] = field(default_factory=lambda: [215, 260, 285])
     gamma: float = 0.1  # lr multiplier at each milestone
+    # "compound": lr × gamma at every milestone. "once": every milestone sets lr × gamma, so only the
+    # first one changes anything — the official ARD code's bug (its [100, 150] is one decay at 100).
+    milestone_decay: Literal["compound", "once"] = "compound"
+    # "all" parameters (official MTARD, TRADES, ARD), or "weights": conv and linear weights only, no
+    # biases or BN scales/shifts (Madry's cifar10_challenge).
+    weight_decay_on: Literal["all", "weights"] = "all"
 
 
 @dataclass
@@ -67,8 +73,12 @@ class AttackConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
-    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT/ARD uniform)
+    # "method": each method's official start (MTARD/RSLAD/TRADES gaussian 0.001, SAT uniform, ARD uniform unclamped)
     start: AttackStart = "method"
+    # The student's BN mode during the attack. "method": train for ARD (its official attack), eval for
+    # the others; "train" for SAT as Madry ran it. Train-mode attack forwards also update BN running
+    # statistics, as ARD's official (PyTorch) attack does.
+    bn_mode: Literal["method", "eval", "train"] = "method"
 
 
 @dataclass
@@ -106,13 +116,28 @@ class TeachersConfig:
 
 @dataclass
 class EvalConfig:
-    """Per-epoch validation: clean accuracy and PGD accuracy ("SAT" setting by default)."""
+    """Per-epoch validation: clean accuracy and PGD accuracy ("SAT" setting by default).
+
+    Always on the validation split (there is no field to choose another: selecting on the test
+    split would make the reported test numbers optimistic). `select` says which epoch the run
+    stands for: "last" (default) or "best" by `select_criterion` among the candidate epochs —
+    every `select_every` epochs before the first lr milestone, every epoch from it on, and the
+    final epoch (the official B-MTARD schedule is 20 / from epoch 215, on the *test* set there).
+    """
 
     eps: float = 8 / 255
     pgd_steps: int = 20
     pgd_step_size: float = 2 / 255
     max_samples: int = 0  # 0 = the whole validation split
     batch_size: int = 256
+    # "last" by default: a search budget is a proxy whose last epoch is what the budget trained,
+    # and picking the best of many epochs on the split the objectives are read from inflates them.
+    select: Literal["last", "best"] = "last"
+    select_criterion: Literal["mean", "clean", "pgd"] = "mean"  # mean = (clean + PGD)/2, the official criterion
+    select_every: int = 20
+    # Validation PGD under bf16 autocast (CUDA). Off: a low-precision gradient can weaken the attack
+    # and inflate the robust accuracy that ranks trials; the official runs are fp32.
+    bf16: bool = False
 
 
 @dataclass
@@ -123,6 +148,10 @@ class RuntimeConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads per worker, 0 = torch's default
     progress: bool = True
+    # The loop reads its divergence flag on the host every this many steps (and at each epoch's end):
+    # a host read waits for the GPU's queue, so 1 (a read per step) stalls every step.
+    divergence_check_every: int = 50
+    compile: bool = False  # torch.compile the student and the teachers (off until measured on a GPU)
 
 
 @dataclass
@@ -136,6 +165,9 @@ class ScalingConfig:
     accelerator_type: str = ""  # e.g. "A100"; "" = any
     resources: dict = field(default_factory=dict)  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
     max_failures: int = 2  # worker-group restarts from the last checkpoint
+    # With several CUDA workers the student's BN layers become SyncBatchNorm (statistics over the
+    # global batch, as on one worker). CPU/gloo keeps per-worker BN: torch's SyncBatchNorm is CUDA-only.
+    sync_batchnorm: bool = True
 
 
 @dataclass
@@ -329,6 +361,8 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise MtardError(f"{path}: malformed YAML{at}: {getattr(err, 'problem', err)}") from err
+    except UnicodeDecodeError as err:
+        raise MtardError(f"{path} is not a UTF-8 text file (byte {err.start} is not valid UTF-8): give a YAML file saved as UTF-8") from err
     except OSError as err:
         raise MtardError(f"cannot read {path}: {err.strerror}") from err
     if data is None:
@@ -362,10 +396,13 @@ def load_raw(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     return _merge(load_raw(base_ref, _seen + (path,)), data)
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> TrainConfig:
+    """The file, then `overrides` ('KEY=VALUE' text, as --set), then typed `values` (command-line flags), validated once."""
     cfg = config_from_dict(load_raw(name_or_path))
     for text in overrides or []:
         set_path(cfg, *parse_override(text))
+    for path, value in (values or {}).items():
+        set_path(cfg, path, value)
     validate(cfg)
     return cfg
 
@@ -392,7 +429,13 @@ def _check(ok: bool, field_path: str, message: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Range checks that types cannot express; each names the field and the fix."""
+    """Range checks that types cannot express; each names the field and the fix.
+
+    Every field with a limited range is checked here, before any work starts: a value
+    that fails later (at the first validation, after an epoch) would lose that epoch.
+    """
+    _check(cfg.name not in ("", ".", "..") and "/" not in cfg.name and "\\" not in cfg.name,
+           "name", f"{cfg.name!r} is not a run name: use a plain folder name such as digits_mtard (no '/', not empty)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1), e.g. 0.1")
     _check(cfg.data.batch_size >= 1, "data.batch_size", "must be >= 1")
     _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -401,6 +444,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
     _check(cfg.optim.epochs >= 1, "optim.epochs", "must be >= 1")
     _check(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
+    _check(all(m >= 1 for m in cfg.optim.milestones), "optim.milestones", "epochs count from 1: every milestone must be >= 1")
+    _check(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")
     _check(0 < cfg.optim.gamma <= 1, "optim.gamma", "must be in (0, 1]")
     _check(cfg.attack.eps >= 0, "attack.eps", "must be >= 0")
     _check(cfg.attack.step_size > 0, "attack.step_size", "must be > 0")
@@ -416,6 +461,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(b.alpha > 0, "balance.alpha", "must be > 0")
     _check(cfg.method.kl_scale > 0, "method.kl_scale", "must be > 0")
     _check(cfg.method.ard_temperature > 0, "method.ard_temperature", "must be > 0")
+    _check(cfg.method.trades_beta >= 0, "method.trades_beta", "must be >= 0")
+    _check(0 <= cfg.method.ard_alpha <= 1, "method.ard_alpha", "must be in [0, 1]")
     _check(0 <= cfg.method.rslad_adv_weight <= 1, "method.rslad_adv_weight", "must be in [0, 1]")
     if cfg.method.name in ("ard", "rslad", "mtard"):
         _check(bool(cfg.teachers.robust), "teachers.robust", f"method {cfg.method.name} needs a robust teacher; see `mtard teachers list`")
@@ -423,10 +470,21 @@ def validate(cfg: TrainConfig) -> None:
         _check(bool(cfg.teachers.clean), "teachers.clean", "method mtard needs a clean teacher; see `mtard teachers list`")
     _check(cfg.eval.eps >= 0, "eval.eps", "must be >= 0")
     _check(cfg.eval.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0")
+    _check(cfg.eval.pgd_step_size > 0, "eval.pgd_step_size", "must be > 0, e.g. 2/255")
     _check(cfg.eval.max_samples >= 0, "eval.max_samples", "must be >= 0 (0 = whole split)")
+    _check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    _check(cfg.runtime.threads >= 0, "runtime.threads", "must be >= 0 (0 = torch's default)")
+    _check(cfg.runtime.divergence_check_every >= 1, "runtime.divergence_check_every", "must be >= 1 (steps between host reads)")
+    _check(cfg.eval.select_every >= 1, "eval.select_every", "must be >= 1 (1 = every epoch is a candidate)")
+    if cfg.eval.select == "best" and cfg.eval.select_criterion != "clean":
+        _check(cfg.eval.pgd_steps > 0, "eval.select_criterion", f"{cfg.eval.select_criterion!r} needs PGD accuracy: set eval.pgd_steps > 0 or select_criterion: clean")
     s = cfg.scaling
     _check(s.workers >= 1, "scaling.workers", "must be >= 1")
     _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")
     _check(s.gpus_per_worker <= 1 or float(s.gpus_per_worker).is_integer(), "scaling.gpus_per_worker", "above 1 it must be a whole number")
     _check(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
+    for key, amount in s.resources.items():
+        _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0,
+               f"scaling.resources.{key}", f"must be a number >= 0, got {amount!r}")
+    _check(s.max_failures >= -1, "scaling.max_failures", "must be >= 0, or -1 for unlimited restarts")
     _check(cfg.data.batch_size >= s.workers, "data.batch_size", f"is global and must be >= scaling.workers ({s.workers})")

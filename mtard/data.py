@@ -18,10 +18,9 @@ trial's validation score does not depend on augmentation noise.
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,25 +28,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, Te
 
 from mtard.config import DataConfig
 from mtard.errors import MtardError
+from mtard.splits import DatasetInfo, Splits, TransformSubset, dataset_info
 
 __all__ = ["DatasetInfo", "Splits", "TransformSubset", "dataset_info", "epoch_loader", "load_splits"]
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model needs to know about a data set to be built for it."""
-
-    name: str
-    num_classes: int
-    channels: int
-    image_size: int
-
-
-_INFO: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", num_classes=10, channels=1, image_size=8),
-    "cifar10": DatasetInfo("cifar10", num_classes=10, channels=3, image_size=32),
-    "cifar100": DatasetInfo("cifar100", num_classes=100, channels=3, image_size=32),
-}
 
 # The digits test split is held out with a constant seed, independent of
 # data.split_seed: a search may vary split_seed, but every run must report on the
@@ -56,48 +40,40 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_TEST_SEED = 0
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The shape facts of data set `name` (``digits``, ``cifar10`` or ``cifar100``)."""
-    try:
-        return _INFO[name]
-    except KeyError:
-        raise MtardError(
-            f"unknown data set {name!r}: set data.name to one of {', '.join(_INFO)}"
-        ) from None
-
-
-@dataclass
-class Splits:
-    """The three splits of one data set; only `train` is augmented."""
-
-    train: Dataset  # augmented if cfg.augment
-    val: Dataset  # carved from the training set, never augmented
-    test: Dataset  # never augmented; only for final reports
-    info: DatasetInfo
-
-
-class TransformSubset(Subset):
-    """A `Subset` that applies its own transform to the base data set's raw items.
-
-    Train and val are two views of one untransformed training set: they share its
-    storage (no copy of 50,000 images) while one view augments and the other does not.
-    """
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any]) -> None:
-        super().__init__(dataset, indices)
-        self.transform = transform
-
-    def __getitem__(self, idx: int) -> tuple[Any, Any]:
-        x, y = self.dataset[self.indices[idx]]
-        return self.transform(x), y
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any]]:
-        # Subset.__getitems__ would bypass our transform through the base's batch path.
-        return [self[i] for i in indices]
+# The splits last built in this process, and what they were built from. A search's trial process
+# runs trial after trial (Tune reuses it): the next trial on the same data gets the same splits
+# instead of reading and splitting the data set again. One entry: a process never holds two.
+_LAST_SPLITS: tuple[tuple, Splits] | None = None
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Build train/val/test for `cfg.name`, with the seeded validation split."""
+    """Build train/val/test for `cfg.name`, with the seeded validation split (reused while the
+    fields that determine the splits stay the same; the splits are never modified)."""
+    global _LAST_SPLITS
+    key = (cfg.name, cfg.val_fraction, cfg.split_seed, cfg.augment)
+    if cfg.name != "digits":  # files on disk: a changed or replaced file is read again
+        key += (str(Path(cfg.root).resolve()), _files_fingerprint(Path(cfg.root)))
+    if _LAST_SPLITS is not None and _LAST_SPLITS[0] == key:
+        return _LAST_SPLITS[1]
+    _LAST_SPLITS = None  # free the old data set before building the next
+    splits = _build_splits(cfg)
+    _LAST_SPLITS = (key, splits)
+    return splits
+
+
+def _files_fingerprint(root: Path, depth: int = 2) -> tuple:
+    """(path, size, mtime) of every file up to `depth` folders below `root` (CIFAR: a dozen files)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        if len(Path(folder).relative_to(root).parts) >= depth:
+            dirs.clear()
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            found.append((os.path.join(folder, name), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
+
+
+def _build_splits(cfg: DataConfig) -> Splits:
     info = dataset_info(cfg.name)
     if not 0 < cfg.val_fraction < 1:
         raise MtardError(f"data.val_fraction: must be in (0, 1), e.g. 0.1; got {cfg.val_fraction}")

@@ -24,17 +24,34 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mtard import checkpoint as ckpt
+from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
-from mtard.loop import Context, TrainingDiverged, fit
+from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, TrainingDiverged, fit
+from mtard.storage import absolute, put_atomic
 
-CHECKPOINT_FILE = "checkpoint.pt"
+
+def wants_sync_batchnorm(device: torch.device, world_size: int, enabled: bool = True) -> bool:
+    """Whether the student's BatchNorm layers become `SyncBatchNorm`: on CUDA with several workers.
+
+    With N workers each BN layer otherwise normalises over batch_size/N images, so the results
+    would depend on the worker count. torch's SyncBatchNorm runs on CUDA only (its forward
+    rejects CPU tensors), so on CPU/gloo BN stays per-worker.
+    """
+    return enabled and device.type == "cuda" and world_size > 1
+
+
+def prepare_batchnorm(model: nn.Module, device: torch.device, world_size: int, enabled: bool = True) -> nn.Module:
+    """`model` with `SyncBatchNorm` where `wants_sync_batchnorm` says so, else unchanged."""
+    if wants_sync_batchnorm(device, world_size, enabled):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 class RayContext(Context):
     """The loop's view of one Ray Train worker."""
 
-    def __init__(self, log_dir: str | None = None):
+    def __init__(self, log_dir: str | None = None, *, sync_batchnorm: bool = True):
         import ray.train
         import ray.train.torch
 
@@ -43,6 +60,7 @@ class RayContext(Context):
         self.world_size = context.get_world_size()
         self.local_rank = context.get_local_rank()
         super().__init__(ray.train.torch.get_device())
+        self.sync_batchnorm = sync_batchnorm
         self.log = None
         if log_dir and self.rank == 0:
             from mtard.logs import MetricsLog
@@ -68,6 +86,12 @@ class RayContext(Context):
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
 
+        model = prepare_batchnorm(model, self.device, self.world_size, self.sync_batchnorm)
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if self.rank == 0 and self.world_size > 1 and has_bn and not wants_sync_batchnorm(self.device, self.world_size, self.sync_batchnorm):
+            why = "scaling.sync_batchnorm is off" if self.device.type == "cuda" else "torch's SyncBatchNorm runs on CUDA only"
+            print(f"mtard: BatchNorm stays per-worker ({why}): each BN layer normalises over "
+                  f"data.batch_size/{self.world_size} images, so results depend on the worker count", flush=True)
         # DDP only for the student; with one worker there is nothing to synchronise.
         return ray.train.torch.prepare_model(model, parallel_strategy="ddp" if self.world_size > 1 else None)
 
@@ -92,17 +116,40 @@ class RayContext(Context):
             ckpt.save(Path(directory) / CHECKPOINT_FILE, payload)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
+    def save_best(self, payload: dict) -> None:
+        """`BEST_FILE` in the run's storage directory (beside Ray Train's `checkpoint_*` folders).
+
+        Ray Train keeps only the 2 latest checkpoints, so the selected epoch's weights are
+        written by rank 0 straight into the storage (local path, shared filesystem or a cloud
+        URI), to a temporary name first and then moved over the previous best.
+        """
+        import ray.train
+
+        storage = ray.train.get_context().get_storage()  # Ray's DeveloperAPI: the RunConfig's filesystem and paths
+        with tempfile.TemporaryDirectory() as directory:
+            local = Path(directory) / BEST_FILE
+            ckpt.save(local, payload)
+            put_atomic(local, storage.storage_filesystem, storage.experiment_fs_path, BEST_FILE)
+
+
+def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
+    """`fit`, but a diverged run is reported (NaN objectives, `diverged: 1`) and ends normally.
+
+    Divergence is deterministic: a restart would diverge again. Every rank reports it, so Ray
+    Train's report barrier matches; the caller (a search, `train_distributed`) sees a failed run.
+    """
+    try:
+        fit(cfg, ctx)
+    except TrainingDiverged as err:
+        nan = float("nan")
+        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
+                    **{k: nan for k in SELECTION_METRICS}}, None)
+
 
 def train_fn_per_worker(config: dict) -> None:
     """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
     cfg = config_from_dict(config["cfg"])
-    ctx = RayContext(config.get("log_dir"))
-    try:
-        fit(cfg, ctx)
-    except TrainingDiverged as err:
-        # Divergence is deterministic: a worker restart would diverge again. Report it (every rank,
-        # so the report barrier matches) and end normally; the driver turns it into a failed run.
-        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}, None)
+    fit_reporting_divergence(cfg, RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm))
 
 
 def scaling_config(cfg: TrainConfig):
@@ -140,12 +187,6 @@ def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list 
             callbacks=callbacks or [],
         ),
     )
-
-
-def storage_uri(storage: str | None, default: str | Path) -> str:
-    """Ray wants absolute local paths; URIs (s3://, gs://, ...) pass through."""
-    value = storage or str(default)
-    return value if "://" in value else os.path.abspath(value)
 
 
 def fit_trainer(trainer, storage: str):
@@ -192,13 +233,13 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
 
     from mtard.config import save_config
     from mtard.logs import read_metrics
+    from mtard.runs import check_run_dir
 
-    storage = storage_uri(storage, cfg.out_dir)
+    storage = absolute(storage, cfg.out_dir)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.name if local else None
-    if local and not resume and (run_dir / "checkpoint_manager_snapshot.json").exists():
-        raise MtardError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --name")
-    if local:
+    if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's
+        check_run_dir(run_dir, cfg, resume=resume)
         save_config(cfg, run_dir / "config.yaml")
     ensure_teachers_for(cfg)
     if not ray.is_initialized():

@@ -5,6 +5,13 @@ evaluation of a model in eval mode: clean, FGSM, PGD-20 in the TRADES setting (s
 and in the SAT setting (step 2/255), CW∞ (confidence 50, 30 steps of 2/255) and standard
 AutoAttack (APGD-CE, APGD-T, FAB-T, Square, via ``pyautoattack``).
 
+Provenance: only PGD-20 comes from the official MTARD/RSLAD/ARD/TRADES code. FGSM and CW∞
+follow the DAT/FAT evaluation code (FGSM there has a uniform random start: ``fgsm_rs``; plain
+``fgsm`` has none), and AutoAttack is fra31/auto-attack as repackaged on PyPI by
+``pyautoattack`` (the same attack code behind a different API). Every result records the
+library (and version) that ran it, and every report its precision: fp32 unless the caller
+asks for bf16 autocast, because a low-precision gradient can weaken an attack.
+
 Design ("compute then render"):
 
 * `evaluate_model` returns a list of `AttackResult` — plain numbers and strings — and
@@ -27,8 +34,10 @@ Design ("compute then render"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,6 +52,7 @@ from mtard import attacks as _attacks
 from mtard.config import DataConfig, coerce, from_dict
 from mtard.errors import MtardError
 from mtard.loop import resolve_device
+from mtard.text import format_eps, text_table
 
 __all__ = [
     "ATTACKS",
@@ -71,6 +81,7 @@ class AttackResult:
     description: str  # the attack and its exact settings, e.g. "PGD-20 (TRADES: step 0.003, uniform start), L∞ ε=8/255"
     accuracy: float  # fraction of `samples` still classified correctly, in [0, 1]
     samples: int
+    library: str = ""  # what ran the attack, with its version, e.g. "pyautoattack 0.2.0 (fra31/auto-attack, repackaged)"
 
 
 @dataclass
@@ -102,18 +113,6 @@ class AttackSpec:
 # ---------------------------------------------------------------- descriptions
 
 
-def _eps_text(eps: float) -> str:
-    """'0.2' when a short decimal is exact, else '8/255' for multiples of 1/255 (how
-    papers write ε), else 4 significant digits."""
-    short = f"{eps:.4g}"
-    if float(short) == eps:
-        return short
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return short
-
-
 def _scale(eps: float) -> float:
     return eps / REFERENCE_EPS
 
@@ -126,7 +125,7 @@ def _step_text(base: float, base_text: str, eps: float) -> str:
 
 
 def _linf(eps: float) -> str:
-    return f"L∞ ε={_eps_text(eps)}"
+    return f"L∞ ε={format_eps(eps)}"
 
 
 # ---------------------------------------------------------------- the attacks
@@ -141,6 +140,10 @@ _CW_CONFIDENCE = 50.0
 
 def _fgsm(model: nn.Module, x: Tensor, y: Tensor, ctx: _Context) -> Tensor:
     return _attacks.fgsm(model, x, y, eps=ctx.eps)
+
+
+def _fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, ctx: _Context) -> Tensor:
+    return _attacks.fgsm(model, x, y, eps=ctx.eps, random_start=True)
 
 
 def _pgd20_trades(model: nn.Module, x: Tensor, y: Tensor, ctx: _Context) -> Tensor:
@@ -201,6 +204,11 @@ ATTACKS: dict[str, AttackSpec] = {
     for spec in [
         AttackSpec("clean", lambda eps: "clean (no attack)"),
         AttackSpec("fgsm", lambda eps: f"FGSM (1 step of size ε, no random start), {_linf(eps)}", perturb=_fgsm),
+        AttackSpec(
+            "fgsm_rs",
+            lambda eps: f"FGSM (1 step of size ε from a uniform random start, as the DAT/FAT evaluation code), {_linf(eps)}",
+            perturb=_fgsm_rs,
+        ),
         AttackSpec("pgd20_trades", _describe_pgd("TRADES", _TRADES_STEP, "0.003"), perturb=_pgd20_trades),
         AttackSpec("pgd20_sat", _describe_pgd("SAT", _SAT_STEP, "2/255"), perturb=_pgd20_sat),
         AttackSpec(
@@ -213,7 +221,7 @@ ATTACKS: dict[str, AttackSpec] = {
         ),
         AttackSpec(
             "autoattack",
-            lambda eps: f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; pyautoattack), {_linf(eps)}",
+            lambda eps: f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; fra31/auto-attack via pyautoattack), {_linf(eps)}",
             run_all=_autoattack,
         ),
     ]
@@ -221,6 +229,26 @@ ATTACKS: dict[str, AttackSpec] = {
 """Every named attack, in report order."""
 
 DEFAULT_ATTACKS: list[str] = ["clean", "fgsm", "pgd20_trades", "pgd20_sat", "cw", "autoattack"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def attack_library(name: str) -> str:
+    """What runs attack `name`, with its version: recorded beside every result."""
+    if name == "autoattack":
+        return f"pyautoattack {_version('pyautoattack')} (fra31/auto-attack's code, repackaged on PyPI with a different API)"
+    if name == "clean":
+        return f"mtard {_version('mtard')} (no attack)"
+    return f"mtard {_version('mtard')} (mtard.attacks, torch {torch.__version__})"
 
 
 def check_attacks(names: list[str]) -> list[str]:
@@ -307,6 +335,7 @@ def evaluate_model(
     max_samples: int = 0,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "fp32",
 ) -> list[AttackResult]:
     """Accuracy of `model` on `dataset` under each named attack, in the order given.
 
@@ -319,6 +348,8 @@ def evaluate_model(
         max_samples: evaluate the first `max_samples` items only (0 = all). A prefix, not
             a random subset, so the same images are used whatever the seed.
         seed: torch is seeded with it before each attack (random starts, AutoAttack).
+        precision: "fp32" (default, as the official evaluations) or "bf16" (autocast on the
+            device: faster on GPUs, but a low-precision gradient can weaken the attacks).
 
     Returns:
         One `AttackResult` per attack; all share the same samples.
@@ -330,6 +361,8 @@ def evaluate_model(
         raise MtardError(f"batch size must be >= 1, got {batch_size}")
     if max_samples < 0:
         raise MtardError(f"max_samples must be >= 0 (0 = the whole split), got {max_samples}")
+    if precision not in PRECISIONS:
+        raise MtardError(f"unknown precision {precision!r}: use 'fp32' (default) or 'bf16'")
     dev = resolve_device(device)
     x, y = _collect(dataset, max_samples, batch_size)
     ctx = _Context(eps=eps, batch_size=batch_size, seed=seed, device=dev)
@@ -341,10 +374,11 @@ def evaluate_model(
     try:
         for name in names:
             spec = ATTACKS[name]
-            with torch.random.fork_rng(devices=rng_devices):
+            autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=rng_devices), autocast:
                 torch.manual_seed(seed)
                 correct = _run_attack(spec, model, x, y, ctx)
-            results.append(AttackResult(name, spec.describe(eps), correct / len(y), len(y)))
+            results.append(AttackResult(name, spec.describe(eps), correct / len(y), len(y), attack_library(name)))
     finally:
         for module, was_training in modes:
             module.training = was_training
@@ -358,13 +392,7 @@ def render_table(results: list[AttackResult]) -> str:
     """A plain-text table: attack, accuracy (%), samples, description."""
     header = ("attack", "accuracy", "samples", "description")
     rows = [(r.attack, f"{100 * r.accuracy:.2f}%", str(r.samples), r.description) for r in results]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-
-    def line(row: tuple[str, str, str, str]) -> str:
-        return f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}"
-
-    rule = "  ".join("-" * w for w in widths) + "  " + "-" * len(header[3])
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+    return "\n".join(text_table(header, rows, right=(1, 2)))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -408,6 +436,8 @@ def evaluate_checkpoint(
     device: str = "auto",
     out: str | Path | None = None,
     seed: int = 0,
+    on_results: Callable[[list[AttackResult]], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate an mtard checkpoint on its own data set and write the report as JSON.
 
@@ -416,9 +446,11 @@ def evaluate_checkpoint(
     model spec's data set with default settings. `data_root` overrides the root (data
     moved since training). ε defaults to the config's ``eval.eps``, else 8/255.
 
-    Returns ``{checkpoint, split, dataset, eps, samples, results}`` with `results` a list of
-    `AttackResult` dicts, and writes it to `out` (default
-    ``<checkpoint stem>.eval-<split>.json`` next to the checkpoint).
+    Returns ``{checkpoint, split, dataset, eps, samples, precision, torch, results}`` with
+    `results` a list of `AttackResult` dicts (each naming the library that ran it), and writes it to
+    `out` (default ``<checkpoint stem>.eval-<split>.json`` next to the checkpoint). The report's
+    location is checked before any attack runs, and `on_results` (e.g. printing the table) gets the
+    results before the report is written, so a failing write cannot lose them.
     """
     from mtard.checkpoint import model_from_payload, read
     from mtard.data import load_splits
@@ -428,6 +460,8 @@ def evaluate_checkpoint(
         raise MtardError(f"unknown split {split!r}: use 'val' (model selection) or 'test' (final report)")
     names = check_attacks(list(attacks) if attacks is not None else DEFAULT_ATTACKS)
     path = Path(path)
+    out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
+    _check_report_location(out_path)
     payload = read(path)
     data_cfg = _data_config(payload, path, data_root)
     eps = _eps_of(payload) if eps is None else eps
@@ -449,6 +483,7 @@ def evaluate_checkpoint(
         max_samples=max_samples,
         device=device,
         seed=seed,
+        precision=precision,
     )
     report = {
         "checkpoint": str(path),
@@ -456,9 +491,26 @@ def evaluate_checkpoint(
         "dataset": data_cfg.name,
         "eps": eps,
         "samples": results[0].samples,
+        "precision": precision,
+        "torch": torch.__version__,
         "results": [asdict(r) for r in results],
     }
-    out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if on_results is not None:
+        on_results(results)
+    try:
+        out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _check_report_location(out_path: Path) -> None:
+    """Fail before the attacks (minutes to hours), not after them, when the report cannot be written."""
+    if out_path.is_dir():
+        raise MtardError(f"report path {out_path} is a folder: give --out a file name, e.g. {out_path / 'eval.json'}")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MtardError(f"cannot create the report folder {out_path.parent} ({err.strerror}): give --out a writable path") from err
+    if not os.access(out_path.parent, os.W_OK | os.X_OK) or (out_path.exists() and not os.access(out_path, os.W_OK)):
+        raise MtardError(f"cannot write the report {out_path} (permission denied): give --out a writable path")

@@ -1,8 +1,9 @@
 """The epoch loop, written once.
 
-`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`) and in every
-Ray Train worker (`mtard.distributed.RayContext`): the context is the only thing
-that knows about ranks, all-reduces, where checkpoints go and how metrics leave.
+`fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`), in every
+Ray Train worker (`mtard.distributed.RayContext`) and in a search's one-worker
+trial (`mtard.search.tune.TuneContext`): the context is the only thing that knows
+about ranks, all-reduces, where checkpoints go and how metrics leave.
 
 Reproducibility: at the start of every epoch the RNGs are re-seeded from
 (seed, epoch, rank), and the data order is a function of (seed, epoch). So the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,7 +30,71 @@ from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
 from mtard.methods import NEEDS_TEACHERS, Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
-from mtard.teachers import ensure_teachers, get_entry, load_catalog, load_teacher
+from mtard.teachers import checkpoint_path, ensure_teachers, get_entry, load_catalog, load_teacher
+
+#: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
+BEST_FILE = "best.pt"
+#: Reported every epoch: the epoch the run stands for so far (`eval.select`) and its validation
+#: numbers. A search takes its objectives from the selected epoch by naming these.
+SELECTION_METRICS = ("selected_epoch", "selected_score", "selected_val_clean_acc", "selected_val_pgd_acc")
+
+
+class EpochLog:
+    """One epoch's sums of the loss parts and its first non-finite loss, kept on the device.
+
+    Reading a CUDA value on the host (`.item()`, `float()`) waits for every queued kernel, so doing it
+    for every step leaves the GPU idle between steps. Here a step only queues device arithmetic; the
+    host reads `first_bad()` every `runtime.divergence_check_every` steps and `means()` once per epoch.
+    Tensor parts are summed in float64, as the Python floats they used to be converted to were.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, Tensor | float] = {}
+        self.steps = 0
+        self._bad_step = torch.tensor(-1, device=device)  # -1: every loss so far was finite
+        self._bad_value = torch.tensor(0.0, device=device)
+
+    def add(self, step: int, parts: dict, checked_loss: Tensor) -> None:
+        newly_bad = ~torch.isfinite(checked_loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(newly_bad, step, self._bad_step)
+        self._bad_value = torch.where(newly_bad, checked_loss.float(), self._bad_value)
+        for key, value in parts.items():
+            value = value.detach().double() if isinstance(value, Tensor) else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """(step index, loss) of the first non-finite loss this epoch, or None; one host read."""
+        step, value = torch.stack([self._bad_step.double(), self._bad_value.double()]).tolist()
+        return None if step < 0 else (int(step), value)
+
+    def means(self) -> dict[str, Tensor]:
+        """Per-step means of each part, as one float64 tensor per key on the device (no host read)."""
+        steps = max(self.steps, 1)
+        return {k: torch.as_tensor(v, dtype=torch.float64, device=self.device) / steps for k, v in sorted(self.sums.items())}
+
+
+def compile_models(*models: nn.Module) -> None:
+    """`runtime.compile`: torch.compile each model in place (`nn.Module.compile`), so its state_dict keys,
+    a DDP wrapper around it and the attack's bare student stay as they are. Compilation happens on the
+    first call in each mode (train, attack, eval): the first steps of a run are slower."""
+    for model in models:
+        model.compile()
+
+
+def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, step: int, log: EpochLog, autocast, reduce_mean) -> None:
+    """One optimizer step as `fit` runs it; nothing in it reads a device value on the host."""
+    with autocast:
+        parts = method(x, y)
+    loss = parts["loss"]
+    # Flagged on the all-reduced value so every rank sees the same first bad step (the collective is
+    # queued on the device like the rest). The bad step's update still runs: its weights are never
+    # saved, since the loop raises at the next check, before the epoch's checkpoint.
+    log.add(step, parts, reduce_mean(loss.detach().float()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 class TrainingDiverged(MtardError):
@@ -59,7 +123,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Epochs count from 1; the lr drops by `gamma` *after* each milestone epoch (official: after 215, 260, 285)."""
     drops = sum(1 for m in cfg.optim.milestones if epoch > m)
+    if cfg.optim.milestone_decay == "once":  # the official ARD code's bug: see OptimConfig
+        drops = min(drops, 1)
     return cfg.optim.lr * cfg.optim.gamma**drops
+
+
+def parameter_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
+    """SGD parameter groups: weight decay on every parameter, or (`optim.weight_decay_on: weights`)
+    on conv and linear weights only — the tensors with more than one dimension."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optim.weight_decay_on == "all":
+        return [{"params": params, "weight_decay": cfg.optim.weight_decay}]
+    return [
+        {"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.optim.weight_decay},
+        {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
+    ]
 
 
 def seed_everything(seed: int, epoch: int, rank: int) -> None:
@@ -97,6 +175,15 @@ class Context:
     def report(self, metrics: dict, payload: dict | None) -> None:
         """Called by every rank once per epoch; `payload` is the checkpoint (rank 0 only)."""
 
+    def save_best(self, payload: dict) -> None:
+        """Keep `payload` as the run's selected (best) checkpoint, `BEST_FILE` beside the last one.
+
+        Called on rank 0 only, before `report` of the same epoch, when `eval.select` is "best" and
+        this epoch became the selected one. It must survive whatever prunes the per-epoch
+        checkpoints, overwrite the previous best, and never leave a half-written file.
+        The base class (no storage) keeps nothing.
+        """
+
 
 class LocalContext(Context):
     """A plain process: checkpoint and metrics files under the run directory."""
@@ -106,7 +193,8 @@ class LocalContext(Context):
 
         super().__init__(device)
         self.run_dir = run_dir
-        self.checkpoint = run_dir / "checkpoint.pt"
+        self.checkpoint = run_dir / ckpt.CHECKPOINT_FILE
+        self.best = run_dir / BEST_FILE
         self.resume = resume
         self.log = MetricsLog(run_dir)
 
@@ -122,6 +210,9 @@ class LocalContext(Context):
             ckpt.save(self.checkpoint, payload)
         self.log.write(metrics)
 
+    def save_best(self, payload):
+        ckpt.save(self.best, payload)
+
 
 def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, nn.Module]:
     names = teacher_fields(cfg)
@@ -130,11 +221,26 @@ def build_teachers(cfg: TrainConfig, splits: Splits, ctx: Context) -> dict[str, 
     roles = NEEDS_TEACHERS[cfg.method.name]
     catalog = load_catalog(cfg.teachers.catalog)
     ctx.once_per_node(lambda: ensure_teachers(catalog, names, cfg.data.name, progress=cfg.runtime.progress))
-    info = splits.info
-    return {
-        role: load_teacher(get_entry(catalog, name), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size).to(ctx.device)
-        for (_, name), role in zip(names, roles)
-    }
+    return {role: _teacher(get_entry(catalog, name), splits.info, ctx.device) for (_, name), role in zip(names, roles)}
+
+
+# Teachers loaded in this process, by what determines them: the catalog entry, the checkpoint
+# file's identity (a retrained file is loaded again), the data shape and the device. A search's
+# trial process runs trial after trial: each loads its teachers once. Teachers are frozen, so
+# trials can share them; only the latest set is kept.
+_TEACHERS: dict[tuple, nn.Module] = {}
+
+
+def _teacher(entry, info, device: torch.device) -> nn.Module:
+    path = checkpoint_path(entry)
+    stat = path.stat() if path.is_file() else None
+    key = (repr(entry), str(path), stat and (stat.st_mtime_ns, stat.st_size), info, str(device))
+    if key not in _TEACHERS:
+        model = load_teacher(entry, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+        if len(_TEACHERS) >= 2:  # a clean and a robust teacher
+            _TEACHERS.clear()
+        _TEACHERS[key] = model.to(device)
+    return _TEACHERS[key]
 
 
 @torch.no_grad()
@@ -142,8 +248,18 @@ def _count_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return (model(x).argmax(1) == y).sum()
 
 
+def validation_autocast(cfg: TrainConfig, device: torch.device):
+    """fp32 unless `eval.bf16` asks for bf16 autocast (CUDA only): these numbers rank trials."""
+    if cfg.eval.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def validate(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
-    """Clean and PGD accuracy on (this rank's shard of) the validation split, summed over ranks."""
+    """Clean and PGD accuracy on (this rank's shard of) the validation split, summed over ranks.
+
+    `autocast` is the validation precision context (`validation_autocast(cfg, device)` in `fit`).
+    """
     model.eval()
     e = cfg.eval
     val = splits.val
@@ -165,6 +281,43 @@ def validate(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, a
     return {"val_clean_acc": totals[0].item() / n, "val_pgd_acc": totals[1].item() / n if e.pgd_steps else float("nan")}
 
 
+def selection_score(criterion: str, clean: float, pgd: float) -> float:
+    """The `eval.select_criterion` value of one epoch ("mean" = (clean + PGD)/2, the official one)."""
+    return {"mean": (clean + pgd) / 2, "clean": clean, "pgd": pgd}[criterion]
+
+
+def is_selection_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether `epoch` is a candidate for "best": every `eval.select_every` epochs before the first lr
+    milestone, every epoch from that milestone on, and always the final epoch (official B-MTARD: 20, 215)."""
+    if epoch == cfg.optim.epochs or epoch % cfg.eval.select_every == 0:
+        return True
+    return bool(cfg.optim.milestones) and epoch >= cfg.optim.milestones[0]
+
+
+def update_selection(cfg: TrainConfig, selected: dict, metrics: dict) -> tuple[dict, bool]:
+    """The `SELECTION_METRICS` after the epoch in `metrics`, and whether that epoch is now the selected one.
+
+    `selected` holds the previous epoch's values (empty at the start). "last" selects every epoch;
+    "best" keeps the first candidate epoch with the highest score (ties keep the earlier epoch).
+    Before the first candidate epoch the selected values are NaN and the epoch is 0.
+    """
+    e = cfg.eval
+    score = selection_score(e.select_criterion, metrics["val_clean_acc"], metrics["val_pgd_acc"])
+    if e.select == "last":
+        chosen = True
+    else:
+        best = selected.get("selected_score", math.nan)
+        chosen = is_selection_epoch(cfg, metrics["epoch"]) and math.isfinite(score) and not score <= best
+    if not chosen:
+        return {"selected_epoch": 0, **{k: math.nan for k in SELECTION_METRICS[1:]}, **selected}, False
+    return {
+        "selected_epoch": metrics["epoch"],
+        "selected_score": score,
+        "selected_val_clean_acc": metrics["val_clean_acc"],
+        "selected_val_pgd_acc": metrics["val_pgd_acc"],
+    }, True
+
+
 def fit(cfg: TrainConfig, ctx: Context) -> dict:
     """Train per `cfg`; report metrics (and a checkpoint) every epoch; return the last epoch's metrics."""
     device = ctx.device
@@ -179,10 +332,11 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
     student = build_model(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
     student = ctx.prepare_model(student.to(memory_format=memory_format))
     teachers = {k: t.to(memory_format=memory_format) for k, t in build_teachers(cfg, splits, ctx).items()}
+    if cfg.runtime.compile:
+        compile_models(unwrap(student), *teachers.values())
     method: Method = build_method(cfg, student, teachers, ctx.all_reduce_mean)
     optimizer = torch.optim.SGD(
-        student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        parameter_groups(cfg, student), lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.runtime.bf16 and on_cuda) else nullcontext()
 
@@ -194,6 +348,7 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
         method.load_state_dict(state["method"])
         start_epoch, metrics = state["epoch"] + 1, state["metrics"]
     previous_time = metrics.get("time_in_epochs_s", 0.0)
+    selected = {k: metrics[k] for k in SELECTION_METRICS if k in metrics}  # carried across resumes
 
     per_rank_batch = cfg.data.batch_size // ctx.world_size  # data.batch_size is global
     spec = ckpt.model_spec(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size, dataset=info.name)
@@ -210,35 +365,25 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             world_size=ctx.world_size, num_workers=cfg.data.num_workers, pin_memory=on_cuda,
         )
         student.train()
-        sums: dict[str, float] = defaultdict(float)
-        batches, samples, t0 = 0, 0, time.perf_counter()
+        log = EpochLog(device)
+        samples, t0 = 0, time.perf_counter()
+        check_every = cfg.runtime.divergence_check_every
         for step, (x, y) in enumerate(_progress(loader, cfg, ctx, epoch)):
             x = x.to(device, non_blocking=True).to(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
-            with autocast:
-                parts = method(x, y)
-            loss = parts["loss"]
-            # Checked on the all-reduced value so every rank stops at the same step.
-            loss_value = ctx.all_reduce_mean(loss.detach().float()).item()
-            if not math.isfinite(loss_value):
-                kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"training diverged: loss is {loss_value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
-                    f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers",
-                    epoch,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in parts.items():
-                sums[key] += float(value.detach() if isinstance(value, Tensor) else value)
-            batches += 1
+            train_step(method, optimizer, x, y, step=step, log=log, autocast=autocast, reduce_mean=ctx.all_reduce_mean)
             samples += len(y)
+            if (step + 1) % check_every == 0:
+                _stop_if_diverged(log, cfg, epoch, lr)
+        _stop_if_diverged(log, cfg, epoch, lr)
         train_time = time.perf_counter() - t0
 
-        means = ctx.all_reduce_mean(torch.tensor([sums[k] / max(batches, 1) for k in sorted(sums)], device=device))
-        metrics = {"epoch": epoch, "lr": lr, **{k: v for k, v in zip(sorted(sums), means.tolist())}}
-        metrics.update(validate(unwrap(student), cfg, splits, ctx, autocast))
+        means = log.means()
+        reduced = ctx.all_reduce_mean(torch.stack(list(means.values()))).tolist() if means else []
+        metrics = {"epoch": epoch, "lr": lr, **dict(zip(means, reduced))}
+        metrics.update(validate(unwrap(student), cfg, splits, ctx, validation_autocast(cfg, device)))
+        selected, is_selected = update_selection(cfg, selected, metrics)
+        metrics.update(selected)
         total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()
         epoch_time = time.perf_counter() - t0  # training + validation
         metrics.update(
@@ -265,8 +410,23 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
                 "config": to_dict(cfg),
                 "metrics": metrics,
             }
+            if is_selected and cfg.eval.select == "best":
+                ctx.save_best(payload)  # before the report: a crash between the two re-runs this epoch
         ctx.report(metrics, payload)
     return metrics
+
+
+def _stop_if_diverged(log: EpochLog, cfg: TrainConfig, epoch: int, lr: float) -> None:
+    bad = log.first_bad()
+    if bad is None:
+        return
+    step, value = bad
+    kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was written yet"
+    raise TrainingDiverged(
+        f"training diverged: loss is {value} at epoch {epoch}, batch {step} (method {cfg.method.name}, "
+        f"optim.lr={lr:g}); {kept}; lower optim.lr or check the teachers",
+        epoch,
+    )
 
 
 def _progress(loader, cfg: TrainConfig, ctx: Context, epoch: int):

@@ -13,7 +13,7 @@ rank (a plain process passes the identity).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ Reduce = Callable[[Tensor], Tensor]
 Parts = dict[str, Tensor | float]
 
 # Each method's official attack start, used when attack.start is "method".
-OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform", "rslad": "gaussian", "mtard": "gaussian"}
+OFFICIAL_START = {"sat": "uniform", "trades": "gaussian", "ard": "uniform_unclamped", "rslad": "gaussian", "mtard": "gaussian"}
 NEEDS_TEACHERS = {"natural": (), "sat": (), "trades": (), "ard": ("robust",), "rslad": ("robust",), "mtard": ("clean", "robust")}
 
 
@@ -46,6 +46,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+# Methods whose official attack runs the student in train mode (BN on batch statistics), used when
+# attack.bn_mode is "method". (Madry's own SAT does too: attack.bn_mode: train, cifar10_sat_madry.)
+OFFICIAL_TRAIN_MODE_ATTACK = ("ard",)
+
+
 class Method:
     """Base: no state, no schedule. Subclasses implement `__call__(x, y) -> Parts`."""
 
@@ -56,7 +61,8 @@ class Method:
         self.reduce_mean = reduce_mean
         a = cfg.attack
         start = OFFICIAL_START.get(cfg.method.name, "uniform") if a.start == "method" else a.start
-        self.attack_kwargs = dict(eps=a.eps, step_size=a.step_size, steps=a.steps, start=start)
+        train_mode = cfg.method.name in OFFICIAL_TRAIN_MODE_ATTACK if a.bn_mode == "method" else a.bn_mode == "train"
+        self.attack_kwargs = dict(eps=a.eps, step_size=a.step_size, steps=a.steps, start=start, train_mode=train_mode)
 
     def __call__(self, x: Tensor, y: Tensor) -> Parts:
         raise NotImplementedError
@@ -109,22 +115,21 @@ class ARD(Method):
 
     def __call__(self, x, y):
         m = self.cfg.method
-        x_adv = pgd(unwrap(self.student), x, y, train_mode=True, **self.attack_kwargs)
+        x_adv = pgd(unwrap(self.student), x, y, **self.attack_kwargs)  # train mode: OFFICIAL_TRAIN_MODE_ATTACK
         with torch.no_grad():
             teacher = self.teachers["robust"](x).float()
         t = m.ard_temperature
         log_q = F.log_softmax(self.student(x_adv).float() / t, 1)
+        # The official code runs the clean forward at every α, α = 1 included (train mode, after the
+        # adversarial one), so the student's BN running statistics also see clean batches.
+        ce = F.cross_entropy(self.student(x).float(), y)
         # ARD's KLDivLoss() averaged over all B×C elements; written out because reduction="mean"
         # is deprecated and will turn into "batchmean" (C times larger) in a future torch.
         kl = F.kl_div(log_q, F.softmax(teacher / t, 1), reduction="sum") / log_q.numel()
-        parts: Parts = {"kl_adv": kl.detach()}
         loss = m.ard_alpha * t * t * kl
-        if m.ard_alpha < 1:  # the official α=1 drops the clean term and its forward
-            ce = F.cross_entropy(self.student(x).float(), y)
+        if m.ard_alpha < 1:  # at α = 1 the official 0·CE adds no gradient (and 0·inf would be NaN)
             loss = loss + (1 - m.ard_alpha) * ce
-            parts["ce_nat"] = ce.detach()
-        parts["loss"] = loss
-        return parts
+        return {"loss": loss, "kl_adv": kl.detach(), "ce_nat": ce.detach()}
 
 
 class RSLAD(Method):

@@ -71,11 +71,13 @@ ATTACKS: dict[str, Callable[[nn.Module, Tensor, Tensor], Tensor]] = {
     "pgd-uniform": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5),
     "pgd-gaussian": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="gaussian"),
     "pgd-zero": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="zero"),
+    "pgd-uniform-unclamped": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=5, start="uniform_unclamped"),
     "pgd-kl": lambda m, x, y: pgd(
         m, x, y, eps=EPS, step_size=STEP, steps=5, loss="kl", target_logits=torch.zeros(len(x), 3)
     ),
     "pgd-train-mode": lambda m, x, y: pgd(m, x, y, eps=EPS, step_size=STEP, steps=3, train_mode=True),
     "fgsm": lambda m, x, y: fgsm(m, x, y, eps=EPS),
+    "fgsm-random-start": lambda m, x, y: fgsm(m, x, y, eps=EPS, random_start=True),
     "cw": lambda m, x, y: cw_inf(m, x, y, eps=EPS, step_size=STEP, steps=5),
 }
 
@@ -271,6 +273,22 @@ def test_fgsm_known_answer_on_linear_model() -> None:
     torch.testing.assert_close(x_adv, torch.tensor([[0.45, 0.55, 0.0, 1.0]]))
 
 
+def test_fgsm_random_start_known_answer_on_linear_model() -> None:
+    """FAT/DAT's FGSM: start at clamp(x + U(−ε, ε)), one step of ε along sign(grad), project, clamp."""
+    w = torch.tensor([1.0, -2.0, 0.5, -0.1, 0.3, -0.7])
+    x = torch.tensor([[0.5, 0.5, 0.02, 0.99, 0.3, 0.6]])
+    eps, model = 0.05, _linear_two_class(w)
+    torch.manual_seed(1)
+    u = torch.empty_like(x).uniform_(-eps, eps)  # the draw the attack makes from the same seed
+    start = (x + u).clamp(0, 1)
+    # The CE gradient of this model has sign −sign(w) at every point (see _linear_two_class).
+    expected = torch.clamp(torch.min(torch.max(start - eps * w.sign(), x - eps), x + eps), 0, 1)
+    torch.manual_seed(1)
+    x_adv = fgsm(model, x, torch.tensor([0]), eps=eps, random_start=True)
+    torch.testing.assert_close(x_adv, expected)
+    assert not torch.equal(x_adv, fgsm(model, x, torch.tensor([0]), eps=eps))
+
+
 def test_pgd_and_cw_reach_the_corner_on_linear_model() -> None:
     w = torch.tensor([1.0, -2.0, 0.5, -0.1])
     x = torch.tensor([[0.5, 0.2, 0.5, 0.5]])
@@ -288,3 +306,23 @@ def test_pgd_and_cw_reach_the_corner_on_linear_model() -> None:
     x_cw = cw_inf(model, x, y, eps=0.2, step_size=0.05, steps=10, confidence=0.0)
     margin = (x_cw @ w).item()
     assert -0.42 + 1e-3 < margin <= 0.0
+
+
+def test_ard_start_is_not_clamped_before_the_first_step() -> None:
+    """ARD's official start x + U(−ε, ε) leaves [0, 1] at saturated pixels; Madry's is clamped."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            seen.append((x.detach().min().item(), x.detach().max().item()))
+            return x.flatten(1)[:, :2] * 1.0
+
+    x = torch.tensor([[[[0.0, 1.0] * 8] * 4]]).repeat(4, 1, 1, 1)  # pixels at both box edges
+    y = torch.zeros(4, dtype=torch.long)
+    for start, inside in (("uniform_unclamped", False), ("uniform", True)):
+        seen.clear()
+        torch.manual_seed(0)
+        x_adv = pgd(Probe(), x, y, eps=0.1, step_size=0.05, steps=1, start=start)
+        low, high = seen[0]  # what the first forward saw
+        assert (0.0 <= low and high <= 1.0) is inside, start
+        _check_box(x_adv, x, 0.1)  # the result is in the box either way

@@ -162,3 +162,32 @@ def test_package_exports_load_checkpoint() -> None:
     from mtard.checkpoint import load_checkpoint
 
     assert mtard.load_checkpoint is load_checkpoint
+
+
+def test_old_file_without_bn_batch_counters_loads(tmp_path: Path) -> None:
+    """PyTorch <= 0.4.1 state dicts (TRADES/RSLAD WRN-34-10) have no BN num_batches_tracked."""
+    model = digits_model("small_cnn")
+    model.train()
+    with torch.no_grad():  # non-default running statistics, so a silent non-load would show
+        model(torch.rand(16, 1, 8, 8))
+    old = collections.OrderedDict((k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+    dropped = len(model.state_dict()) - len(old)
+    assert dropped > 0  # the architecture has BN layers, so the test means something
+    path = tmp_path / "old.pt"
+    torch.save(old, path, _use_new_zipfile_serialization=False)  # the pre-1.6 file format too
+    fresh = digits_model("small_cnn")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    ckpt.load_weights(fresh, ckpt.state_dict_of(ckpt.read(path)), arch="small_cnn", source=path)
+    for key, value in old.items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    counters = [v for k, v in fresh.state_dict().items() if k.endswith("num_batches_tracked")]
+    assert len(counters) == dropped and all(int(c) == 0 for c in counters)  # the fresh model's own value
+
+
+def test_missing_non_counter_keys_are_still_refused(tmp_path: Path) -> None:
+    model = digits_model("small_cnn")
+    partial = {k: v for k, v in model.state_dict().items() if not k.endswith("running_var")}
+    with pytest.raises(MtardError, match="missing keys: .*running_var"):
+        ckpt.load_weights(digits_model("small_cnn"), partial, arch="small_cnn", source="x.pt")

@@ -161,8 +161,8 @@ def test_train_runs_and_prints_the_result(capsys, tmp_path: Path) -> None:
 def test_teachers_list(capsys, trained_teachers: Path) -> None:
     code, out, _ = run_cli(capsys, "teachers", "list", "--catalog", str(trained_teachers))
     assert code == 0
-    header, *rows = out.splitlines()
-    assert header.split()[:5] == ["name", "dataset", "role", "arch", "state"]
+    header, rule, *rows = out.splitlines()
+    assert header.split()[:5] == ["name", "dataset", "role", "arch", "state"] and set(rule) == {"-", " "}
     by_name = {row.split()[0]: row.split() for row in rows}
     assert set(by_name) == {TINY_CLEAN, TINY_ROBUST}
     assert by_name[TINY_CLEAN][1:5] == ["digits", "clean", "mlp", "ready"]
@@ -172,7 +172,7 @@ def test_teachers_list(capsys, trained_teachers: Path) -> None:
 def test_teachers_list_default_catalog(capsys) -> None:
     code, out, _ = run_cli(capsys, "teachers", "list")
     assert code == 0
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
     assert rows["digits_cnn_clean"][4] == "auto-train"  # the isolated teacher dir is empty
     assert rows["cifar10_wrn34_10_trades"][4] == "missing"
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
-
 import ray
+import yaml
 from ray.autoscaler._private.util import (
     fill_node_type_min_max_workers,
     merge_setup_commands,

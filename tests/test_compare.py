@@ -13,8 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mtard.cli import main
 from mtard.errors import MtardError
 from mtard.search.compare import compare, parse_experiments
-from mtard.search.review import FIGURE_TAG, REVIEW_RUN, Objective, TrialRecord, write_review
-from mtard.search.run import append_record
+from mtard.search.files import REVIEW_RUN
+from mtard.search.records import Objective, TrialRecord, append_record
+from mtard.search.render import FIGURE_TAG, write_review
 
 CLEAN = Objective("val_clean_acc", "max", "val clean accuracy")
 PGD = Objective("val_pgd_acc", "max", "val PGD-20 accuracy (L∞ ε=0.2, step 0.05)")
@@ -113,3 +114,13 @@ def test_bad_arguments_name_the_problem(two_searches, tmp_path: Path) -> None:
     with pytest.raises(MtardError, match="already holds something other than a comparison"):
         compare([str(mtard), str(baselines)], tmp_path / "elsewhere")
     assert (tmp_path / "elsewhere" / "notes.txt").read_text() == "mine"
+
+
+def test_compare_and_the_review_import_no_ray() -> None:
+    """Reading records and drawing a review needs no cluster library."""
+    import subprocess
+    import sys
+
+    probe = "import sys, mtard.search.compare, mtard.search.verify; print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mtard.config import (
+    BUNDLED_DIR,
     TrainConfig,
     config_from_dict,
     field_paths,
@@ -47,7 +48,8 @@ def test_bundled_base_chain(tmp_path: Path) -> None:
     # cifar100_mtard -> cifar10_mtard -> defaults: two levels.
     c100 = load_config("cifar100_mtard")
     assert c100.data.name == "cifar100" and c100.method.kl_scale == 10.0
-    assert c100.data.num_workers == 4 and c100.runtime.bf16 is True  # inherited from cifar10_mtard
+    assert c100.data.num_workers == 4 and c100.runtime.channels_last is True  # inherited from cifar10_mtard
+    assert c100.runtime.bf16 is False and c100.eval.bf16 is False  # fp32, as the official runs
 
 
 def test_base_chain_relative_to_file_merges_nested_sections(tmp_path: Path) -> None:
@@ -268,8 +270,31 @@ def test_distillation_methods_need_their_teachers() -> None:
     load_config("digits", ["method.name=natural", "teachers.clean=", "teachers.robust="])
 
 
+OFFICIAL_BASELINES = ("cifar10_trades_official", "cifar10_ard_official", "cifar100_ard_official", "cifar10_sat_madry")
+
+
+def test_official_baseline_recipes() -> None:
+    from mtard.loop import lr_at
+
+    trades = load_config("cifar10_trades_official")
+    assert (trades.method.name, trades.attack.eps, trades.attack.step_size, trades.optim.epochs) == ("trades", 0.031, 0.007, 76)
+    assert [lr_at(trades, e) for e in (74, 75, 76)] == pytest.approx([0.1, 0.01, 0.01])  # ×0.1 from epoch 75
+    ard = load_config("cifar10_ard_official")
+    assert ard.optim.epochs == 200 and ard.attack.bn_mode == "train" and ard.optim.milestone_decay == "once"
+    assert [lr_at(ard, e) for e in (100, 101, 151, 200)] == pytest.approx([0.1, 0.01, 0.01, 0.01])  # the official bug
+    ard100 = load_config("cifar100_ard_official")
+    assert ard100.data.name == "cifar100" and ard100.data.batch_size == 256 and ard100.optim.milestone_decay == "once"
+    sat = load_config("cifar10_sat_madry")
+    assert (sat.attack.bn_mode, sat.optim.weight_decay_on, sat.optim.epochs, sat.optim.milestones) == ("train", "weights", 205, [102, 153])
+    for name in OFFICIAL_BASELINES:  # fp32 like the official code; every header says what is not official
+        cfg = load_config(name)
+        assert not cfg.runtime.bf16 and not cfg.eval.bf16 and cfg.eval.select == "last"
+        header = (BUNDLED_DIR / f"{name}.yaml").read_text()
+        assert ("# Official:" in header and "# Not official:" in header) or "see its header" in header, name
+
+
 def test_bundled_configs_are_valid() -> None:
-    for name in ("digits", "digits_mtard", "cifar10_mtard", "cifar100_mtard"):
+    for name in ("digits", "digits_mtard", "cifar10_mtard", "cifar100_mtard", *OFFICIAL_BASELINES):
         validate(load_config(name))
     # cifar_teacher is a recipe base: the catalog entry supplies the method.
     assert load_config("cifar_teacher", ["method.name=natural"]).optim.epochs == 200

@@ -328,3 +328,28 @@ def test_training_on_digits_does_not_import_torchvision() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_splits_are_reused_while_the_fields_that_determine_them_stay_the_same():
+    """A search's trial process runs trial after trial: the same data is not built twice."""
+    cfg = DataConfig(name="digits", batch_size=32)
+    first = load_splits(cfg)
+    assert load_splits(DataConfig(name="digits", batch_size=64, num_workers=2)) is first  # loader fields only
+    other = load_splits(DataConfig(name="digits", split_seed=1))
+    assert other is not first and other.val.indices != first.val.indices
+    again = load_splits(cfg)  # only the latest splits are kept
+    assert again is not first and again.val.indices == first.val.indices
+
+
+def test_cifar_splits_are_read_again_when_a_file_changes(tmp_path):
+    """The per-process reuse of splits never serves a data set whose files changed on disk."""
+    import os
+
+    make_cifar10(tmp_path)
+    cfg = _cfg("cifar10", tmp_path, val_fraction=0.25)
+    first = load_splits(cfg)
+    assert load_splits(cfg) is first
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    stat = batch.stat()
+    os.utime(batch, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert load_splits(cfg) is not first

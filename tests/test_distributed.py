@@ -32,6 +32,7 @@ from mtard import checkpoint as ckpt
 from mtard.distributed import RayContext
 from mtard.errors import MtardError
 from mtard.logs import read_metrics
+from mtard.loop import BEST_FILE
 
 ray = pytest.importorskip("ray")
 
@@ -266,9 +267,9 @@ def recording(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) -> None:
+    from mtard.data import load_splits
     from mtard.distributed import train_distributed
     from mtard.loop import Context, validate
-    from mtard.data import load_splits
 
     cfg = dist_cfg("optim.epochs=3", name="lockstep")
     final = train_distributed(cfg)
@@ -362,22 +363,30 @@ def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, recording, d
 def test_same_storage_and_name_resumes(local_ray, dist_cfg) -> None:
     from mtard.distributed import train_distributed
 
-    cfg = dist_cfg("optim.epochs=1", "eval.pgd_steps=0", name="resumed")
+    # Selecting the best epoch on clean accuracy: best.pt must outlive Ray Train's 2 kept checkpoints.
+    best = ("eval.select=best", "eval.select_criterion=clean", "eval.select_every=1")
+    cfg = dist_cfg("optim.epochs=1", "eval.pgd_steps=0", *best, name="resumed")
     first = train_distributed(cfg)
     assert first["epoch"] == 1
     run_dir = Path(cfg.out_dir) / cfg.name
     with pytest.raises(MtardError, match="already holds a run.*--resume"):
         train_distributed(cfg)  # refused before any worker starts
 
-    cfg.optim.epochs = 2
+    cfg.optim.epochs = 3
     second = train_distributed(cfg, resume=True)
-    assert second["epoch"] == 2
-    # Rank 0 appends to the run's log: epoch 1 once (first run), then only epoch 2.
+    assert second["epoch"] == 3
+    # Rank 0 appends to the run's log: epoch 1 once (first run), then only epochs 2 and 3.
     rows = read_metrics(run_dir)
-    assert [m["epoch"] for m in rows] == [1, 2]
+    assert [m["epoch"] for m in rows] == [1, 2, 3]
     assert without_timing(rows[0]) == without_timing({k: v for k, v in first.items() if k != "checkpoint"})
-    assert ckpt.read(Path(second["checkpoint"]))["epoch"] == 2
+    assert ckpt.read(Path(second["checkpoint"]))["epoch"] == 3
     assert Path(second["checkpoint"]).parent != Path(first["checkpoint"]).parent
+    accs = [m["val_clean_acc"] for m in rows]
+    best_epoch = accs.index(max(accs)) + 1
+    assert second["selected_epoch"] == best_epoch
+    kept = ckpt.read(run_dir / BEST_FILE)
+    assert kept["epoch"] == best_epoch and kept["metrics"]["val_clean_acc"] == max(accs)
+    assert not list(run_dir.glob(f"{BEST_FILE}.tmp"))
     assert_placement_groups_removed()
 
 

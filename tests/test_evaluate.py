@@ -33,6 +33,7 @@ from mtard.evaluate import (
     ATTACKS,
     DEFAULT_ATTACKS,
     AttackResult,
+    attack_library,
     evaluate_checkpoint,
     evaluate_model,
     render_table,
@@ -41,7 +42,7 @@ from mtard.models import build_model
 
 EPS = 0.1  # large enough that an undefended digits model loses most of its accuracy
 EPS_AUTOATTACK = 0.15  # a few of 32 points survive PGD; fewer survivors keep AutoAttack quick
-CHEAP = ["clean", "fgsm", "pgd20_trades", "pgd20_sat", "cw"]  # everything but AutoAttack
+CHEAP = ["clean", "fgsm", "fgsm_rs", "pgd20_trades", "pgd20_sat", "cw"]  # everything but AutoAttack
 
 
 def _accuracies(results: list[AttackResult]) -> dict[str, float]:
@@ -94,7 +95,17 @@ class ConstantModel(nn.Module):
 
 
 def test_registry_is_in_report_order() -> None:
-    assert list(ATTACKS) == DEFAULT_ATTACKS
+    assert [a for a in ATTACKS if a in DEFAULT_ATTACKS] == DEFAULT_ATTACKS
+    assert set(ATTACKS) - set(DEFAULT_ATTACKS) == {"fgsm_rs"}  # an option, not in the default suite
+
+
+def test_every_attack_names_its_library_and_version() -> None:
+    from importlib.metadata import version
+
+    assert attack_library("autoattack").startswith(f"pyautoattack {version('pyautoattack')} (fra31/auto-attack")
+    for name in ("fgsm", "fgsm_rs", "pgd20_trades", "pgd20_sat", "cw"):
+        assert attack_library(name).startswith(f"mtard {version('mtard')} (mtard.attacks, torch {torch.__version__}")
+    assert "random start" in ATTACKS["fgsm_rs"].describe(8 / 255) and "no random start" in ATTACKS["fgsm"].describe(8 / 255)
 
 
 def test_descriptions_name_settings_and_scaling() -> None:
@@ -219,9 +230,11 @@ def test_evaluate_checkpoint_end_to_end(trained: nn.Module, splits: Splits, tmp_
     assert report["dataset"] == "digits" and report["split"] == "test"
     assert report["eps"] == pytest.approx(0.2)  # from the saved config's eval.eps
     assert report["samples"] == 32
+    assert report["precision"] == "fp32" and report["torch"] == torch.__version__
     for row in report["results"]:
-        assert set(row) == {"attack", "description", "accuracy", "samples"}
+        assert set(row) == {"attack", "description", "accuracy", "samples", "library"}
         assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["library"] == attack_library(row["attack"])
     # The same model and images through evaluate_model give the same clean accuracy.
     (clean,) = evaluate_model(trained, splits.test, attacks=["clean"], eps=0.2, max_samples=32)
     assert report["results"][0]["accuracy"] == clean.accuracy
@@ -263,3 +276,13 @@ def test_evaluate_checkpoint_user_errors(trained: nn.Module, tmp_path) -> None:
     with pytest.raises(MtardError, match="does not exist"):
         evaluate_checkpoint(tmp_path / "missing.pt")
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_bf16_only_when_asked(trained: nn.Module, tmp_path) -> None:
+    path = tmp_path / "student.pt"
+    save(path, {"model": _spec(), "state_dict": trained.state_dict(), "config": _config()})
+    report = evaluate_checkpoint(path, attacks=["clean", "pgd20_sat"], max_samples=32, device="cpu", precision="bf16")
+    assert report["precision"] == "bf16"
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in report["results"])
+    with pytest.raises(MtardError, match="unknown precision 'fp16'"):
+        evaluate_checkpoint(path, attacks=["clean"], precision="fp16")

@@ -282,7 +282,7 @@ def test_method_step_on_tiny_models(method_name: str, sets: dict, arch: str) -> 
                 parts = method(x, y)
             assert (parts["tau_adv"], parts["tau_nat"]) == (1.0, 1.0)
             assert (method.entropy.tau_adv, method.entropy.tau_nat) == (1.0, 1.0)
-    if method_name == "ard" and cfg.method.ard_alpha < 1:
+    if method_name == "ard":
         assert "ce_nat" in parts
     if method_name == "trades":
         assert {"ce_nat", "kl_rob"} <= set(parts)
@@ -293,7 +293,28 @@ def test_official_attack_starts() -> None:
     for name in ("natural", "sat", "trades", "ard", "rslad", "mtard"):
         teachers = {role: FrozenTeacher(digits_net("mlp", 1)) for role in NEEDS_TEACHERS[name]}
         m = build_method(make_config(name), student, teachers)
-        assert m.attack_kwargs == {"eps": EPS, "step_size": STEP, "steps": STEPS, "start": OFFICIAL_START.get(name, "uniform")}
+        assert m.attack_kwargs == {"eps": EPS, "step_size": STEP, "steps": STEPS, "start": OFFICIAL_START.get(name, "uniform"),
+                                   "train_mode": name == "ard"}
     assert OFFICIAL_START["mtard"] == "gaussian" and OFFICIAL_START["sat"] == "uniform"
+    assert OFFICIAL_START["ard"] == "uniform_unclamped"  # ARD's official start skips the [0, 1] clamp
     m = build_method(make_config("mtard", attack__start="zero"), student, {r: FrozenTeacher(digits_net("mlp", 1)) for r in ("clean", "robust")})
     assert m.attack_kwargs["start"] == "zero"
+    sat = build_method(make_config("sat", attack__bn_mode="train"), student, {})  # Madry's SAT
+    ard = build_method(make_config("ard", attack__bn_mode="eval"), student, {"robust": FrozenTeacher(digits_net("mlp", 1))})
+    assert sat.attack_kwargs["train_mode"] is True and ard.attack_kwargs["train_mode"] is False
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_ard_runs_the_clean_forward_at_every_alpha(alpha: float) -> None:
+    """Official ARD: attack forwards (train mode), then S(x_adv), then S(x) — also at α = 1."""
+    cfg = make_config("ard", method__ard_alpha=alpha)
+    student = digits_net("small_cnn", 0)
+    method = build_method(cfg, student, {"robust": FrozenTeacher(digits_net("mlp", 1))})
+    student.train()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+    counters = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    assert counters
+    method(x, y)
+    # STEPS attack forwards + the adversarial forward + the clean forward, each in train mode.
+    assert all(int(m.num_batches_tracked) == STEPS + 2 for m in counters)

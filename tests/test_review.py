@@ -22,19 +22,18 @@ from pathlib import Path
 import pytest
 
 from mtard.errors import MtardError
-from mtard.search.review import (
+from mtard.search.records import Objective, TrialRecord
+from mtard.search.render import (
     FIGURE_TAG,
     HV_EPOCHS_TAG,
     HV_TRIALS_TAG,
-    Objective,
     TensorBoardReview,
-    TrialRecord,
-    compute_review,
-    evaluate_front,
     pareto_figure,
     render_table,
     write_review,
 )
+from mtard.search.review import compute_review
+from mtard.search.verify import evaluate_front
 
 CLEAN = Objective("val_clean_acc", "max", "val clean accuracy")
 PGD = Objective("val_pgd_acc", "max", "val PGD-20 accuracy (L∞ ε=0.2, step 0.05)")
@@ -411,22 +410,25 @@ def test_tensorboard_server_serves_the_pareto_image(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 90
+        query = urllib.parse.urlencode({"run": "review", "tag": FIGURE_TAG})
         tags: dict = {}
+        entries: list = []
+        # TensorBoard loads an event file progressively: wait until it has read the last figure.
         while time.monotonic() < deadline:
             assert proc.poll() is None, (tmp_path / "tensorboard.log").read_text()
             try:
                 tags = json.loads(_get(f"{base}/data/plugin/images/tags"))
                 if FIGURE_TAG in tags.get("review", {}):
-                    break
+                    entries = json.loads(_get(f"{base}/data/plugin/images/images?{query}"))
+                    if entries and entries[-1]["step"] == 5:
+                        break
             except OSError:
                 pass
             time.sleep(0.5)
         else:
-            pytest.fail(f"TensorBoard did not serve {FIGURE_TAG} in 90 s: {tags}\n{(tmp_path / 'tensorboard.log').read_text()}")
+            pytest.fail(f"TensorBoard did not serve {FIGURE_TAG} up to step 5 in 90 s: {tags} {entries}\n{(tmp_path / 'tensorboard.log').read_text()}")
         assert "review" in json.loads(_get(f"{base}/data/runs"))
-        query = urllib.parse.urlencode({"run": "review", "tag": FIGURE_TAG})
-        entries = json.loads(_get(f"{base}/data/plugin/images/images?{query}"))
-        assert entries and entries[-1]["step"] == 5
+        assert entries[-1]["step"] == 5  # the figure of the last stage (one per growth of the completed count)
         png = _get(f"{base}/data/plugin/images/individualImage?{entries[-1]['query']}")
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
         query = urllib.parse.urlencode({"run": "review", "tag": HV_TRIALS_TAG})
@@ -449,8 +451,8 @@ CHEAP = ["clean", "pgd20_sat", "pgd20_trades", "cw"]
 def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real mtard checkpoints of a tiny digits MLP (a briefly and a longer trained one)."""
     import torch
-    from conftest import train_digits_mlp
 
+    from conftest import train_digits_mlp
     from mtard.checkpoint import model_spec, save
     from mtard.config import DataConfig, EvalConfig, TrainConfig, to_dict
     from mtard.data import load_splits

@@ -1,17 +1,19 @@
 """`mtard search` end to end: real Ray (local cluster), real Optuna, real torch, tiny budgets.
 
-The slow tests share ONE small search (module fixture): its front, its Optuna study, its
-diverging defaults trial and its placement groups are checked by separate tests. The
-kill-and-resume test runs `mtard search` as a subprocess, SIGKILLs it mid-search and resumes.
-The fast tests at the top need no Ray cluster.
+Every promise of a search is checked on both kinds of trial (`mtard.search.tune`): *direct*
+trials (one worker: the epoch loop runs in the Tune trial's process) and *Ray Train* trials
+(here with 2 DDP workers each). The slow tests share ONE small search per kind (a module
+fixture): its front, its Optuna study, its diverging defaults trial, its TensorBoard curves, its
+placement groups and the test-set check of its front are checked by separate tests. The
+kill-and-resume tests run `mtard search` as a subprocess, SIGKILL it mid-search and resume; the
+trial-retry test SIGKILLs a direct trial's process mid-epoch. The fast tests at the top need no
+Ray cluster.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -41,18 +43,24 @@ TINY_SET = {
     "eval.pgd_steps": 2,
     "eval.max_samples": 64,
 }
+DIRECT = {"workers": 1, "cpus_per_worker": 1}
+RAY_TRAIN_1 = {"workers": 1, "cpus_per_worker": 1, "ray_train": True}
+RAY_TRAIN_2 = {"workers": 2, "cpus_per_worker": 1}
 
 
-def write_space(folder: Path, catalog: Path, *, num_samples: int, epochs: int, space: dict, base_lr: float = 0.05) -> Path:
+def write_space(
+    folder: Path, catalog: Path, *, num_samples: int, epochs: int, space: dict, base_lr: float = 0.05,
+    resources: dict | None = None, extra_set: dict | None = None, max_concurrent: int = 2,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "base.yaml").write_text(f"base: digits_mtard\noptim:\n  lr: {base_lr}\n")
     data = {
         "base": "base.yaml",
-        "set": {"teachers.catalog": str(catalog), **TINY_SET},
+        "set": {"teachers.catalog": str(catalog), **TINY_SET, **(extra_set or {})},
         "sampler": {"name": "tpe", "seed": 0},
         "num_samples": num_samples,
-        "max_concurrent": 2,
-        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "max_concurrent": max_concurrent,
+        "resources": resources or DIRECT,
         "budget": {"epochs": epochs},
         "space": space,
     }
@@ -61,15 +69,13 @@ def write_space(folder: Path, catalog: Path, *, num_samples: int, epochs: int, s
     return path
 
 
-def search_args(**kw) -> argparse.Namespace:
-    args = dict(space=None, storage=None, name=None, address=None, resume=None, final_eval=False, num_samples=None)
-    args.update(kw)
-    return argparse.Namespace(**args)
-
-
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def brute_force_front(trial_rows: list[dict], budget: int) -> set[str]:
@@ -87,6 +93,12 @@ def snapshot_epochs(run_dir: Path) -> list[int]:
     return [r["metrics"]["epoch"] for r in snap["checkpoint_results"]]
 
 
+def checkpoint_metrics(path: str) -> dict:
+    from mtard.checkpoint import read
+
+    return read(path)["metrics"]
+
+
 # ---------------------------------------------------------------- fast: no cluster
 
 
@@ -94,48 +106,74 @@ def _space(**resources):
     return parse_space({
         "base": "digits_mtard",
         "num_samples": 6,
-        "resources": resources or {"workers": 1, "cpus_per_worker": 1},
+        "resources": resources or DIRECT,
         "space": {"optim.lr": {"loguniform": [0.01, 0.2]}},
     })
 
 
-def test_concurrency_from_cpus_gpus_and_the_driver_resource() -> None:
-    from mtard.search.run import driver_resources, plan_concurrency
+def test_direct_trials_reserve_one_worker_and_ray_train_trials_a_driver_plus_workers() -> None:
+    from mtard.search.resources import plan_concurrency, trial_resources, uses_ray_train
 
     cap = {"CPU": 2.0, "mtard_driver": 1000.0}
-    driver = driver_resources(cap)
-    assert driver == {"CPU": 0, "mtard_driver": 0.01}
-    assert plan_concurrency(_space(), cap, [cap], driver) == 2
-    # no mtard_driver: the driver takes 0.01 CPU, so two 1-CPU trials no longer fit in 2 CPUs
-    assert driver_resources({"CPU": 2.0}) == {"CPU": 0.01}
-    assert plan_concurrency(_space(), {"CPU": 2.0}, [{"CPU": 2.0}], {"CPU": 0.01}) == 1
+    assert not uses_ray_train(_space()) and uses_ray_train(_space(**RAY_TRAIN_1)) and uses_ray_train(_space(**RAY_TRAIN_2))
+    assert trial_resources(_space(), cap) == {"CPU": 1.0}
+    assert trial_resources(_space(**RAY_TRAIN_1), cap) == {"CPU": 0, "mtard_driver": 0.01}
+    assert trial_resources(_space(**RAY_TRAIN_1), {"CPU": 2.0}) == {"CPU": 0.01}
+    gpu = _space(cpus_per_worker=2, gpus_per_worker=0.5, custom={"FAKE": 1}, accelerator_type="A100")
+    assert trial_resources(gpu, cap) == {"CPU": 2.0, "GPU": 0.5, "FAKE": 1.0, "accelerator_type:A100": 0.001}
+    # direct trials: two 1-CPU trials fit in 2 CPUs, with or without mtard_driver
+    assert plan_concurrency(_space(), cap, [cap]) == 2
+    assert plan_concurrency(_space(), {"CPU": 2.0}, [{"CPU": 2.0}]) == 2
+    # a Ray Train driver without mtard_driver takes 0.01 CPU: two 1-CPU trials no longer fit in 2 CPUs
+    assert plan_concurrency(_space(**RAY_TRAIN_1), cap, [cap]) == 2
+    assert plan_concurrency(_space(**RAY_TRAIN_1), {"CPU": 2.0}, [{"CPU": 2.0}]) == 1
     # half a GPU per trial: two trials per GPU; capped by num_samples
-    gpu = {"CPU": 64.0, "GPU": 4.0, "mtard_driver": 1000.0}
-    assert plan_concurrency(_space(cpus_per_worker=2, gpus_per_worker=0.5), gpu, [gpu], driver) == 6
-    assert plan_concurrency(_space(cpus_per_worker=2, gpus_per_worker=1), gpu, [gpu], driver) == 4
+    big = {"CPU": 64.0, "GPU": 4.0, "mtard_driver": 1000.0}
+    assert plan_concurrency(_space(cpus_per_worker=2, gpus_per_worker=0.5), big, [big]) == 6
+    assert plan_concurrency(_space(cpus_per_worker=2, gpus_per_worker=1), big, [big]) == 4
+    assert plan_concurrency(_space(workers=2, cpus_per_worker=2, gpus_per_worker=1), big, [big]) == 2
 
 
 def test_resources_that_do_not_fit_are_rejected() -> None:
-    from mtard.search.run import plan_concurrency
+    from mtard.search.resources import plan_concurrency
 
     cpu_only = {"CPU": 2.0, "mtard_driver": 1000.0}
-    driver = {"CPU": 0, "mtard_driver": 0.01}
     with pytest.raises(MtardError, match=r"no node can hold one worker \(CPU 1, GPU 1\)"):
-        plan_concurrency(_space(gpus_per_worker=1), cpu_only, [cpu_only], driver)
+        plan_concurrency(_space(gpus_per_worker=1), cpu_only, [cpu_only])
     with pytest.raises(MtardError, match="one trial needs GPU 1 .* at most 0"):
-        plan_concurrency(_space(gpus_per_worker=1), cpu_only, [], driver)
+        plan_concurrency(_space(gpus_per_worker=1), cpu_only, [])
     with pytest.raises(MtardError, match="no node can hold one worker"):
-        plan_concurrency(_space(cpus_per_worker=3), {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}], {"CPU": 0.01})
+        plan_concurrency(_space(cpus_per_worker=3), {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}])
     fake = {"CPU": 2.0, "FAKE_GPU": 2.0, "mtard_driver": 1000.0}
-    assert plan_concurrency(_space(custom={"FAKE_GPU": 1}), fake, [{"CPU": 1.0, "FAKE_GPU": 1.0}], driver) == 2
+    assert plan_concurrency(_space(custom={"FAKE_GPU": 1}), fake, [{"CPU": 1.0, "FAKE_GPU": 1.0}]) == 2
     with pytest.raises(MtardError, match="one trial needs FAKE_GPU 1"):
-        plan_concurrency(_space(custom={"FAKE_GPU": 1}), cpu_only, [], driver)
+        plan_concurrency(_space(custom={"FAKE_GPU": 1}), cpu_only, [])
     with pytest.raises(MtardError, match="one trial needs CPU 4"):
-        plan_concurrency(_space(workers=2, cpus_per_worker=2), cpu_only, [], driver)
+        plan_concurrency(_space(workers=2, cpus_per_worker=2), cpu_only, [])
+
+
+def test_classify_decides_every_status_in_one_place() -> None:
+    from mtard.search.records import Status, classify
+
+    objs = ["val_clean_acc", "val_pgd_acc"]
+    nan = float("nan")
+
+    def status(metrics, error=None):
+        return classify(metrics, budget=3, objectives=objs, error=error)
+
+    assert status({"epoch": 3, "val_clean_acc": 0.9, "val_pgd_acc": 0.4}) == (Status.COMPLETE, "")
+    assert status({"epoch": 1, "diverged": 1.0, "error": "training diverged: loss is nan", "val_clean_acc": nan}) == (
+        Status.DIVERGED, "training diverged: loss is nan")
+    assert status({"epoch": 0, "failed": 1.0, "error": "teacher 'x': checkpoint not found"}) == (
+        Status.ERROR, "teacher 'x': checkpoint not found")
+    assert status({"epoch": 2, "val_clean_acc": 0.8, "val_pgd_acc": 0.3}) == (Status.STOPPED, "stopped after 2 of 3 epochs")
+    assert status({"epoch": 3, "val_clean_acc": 0.8})[0] is Status.ERROR
+    assert status({"epoch": 3, "val_clean_acc": 0.8, "val_pgd_acc": nan})[1] == "objective val_pgd_acc missing or not finite: nan"
+    assert status({}, error="RuntimeError: boom") == (Status.ERROR, "RuntimeError: boom")
 
 
 def test_optuna_searcher_tells_failures_as_failures(tmp_path: Path) -> None:
-    from mtard.search.run import DEFAULT_KEY, MtardOptunaSearch
+    from mtard.search.tune import DEFAULT_KEY, MtardOptunaSearch
 
     space = _space()
     search = MtardOptunaSearch(
@@ -143,7 +181,7 @@ def test_optuna_searcher_tells_failures_as_failures(tmp_path: Path) -> None:
         sampler=space.make_sampler(), study_name="s", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
         budget=3,
     )
-    configs = {t: search.suggest(t) for t in ("a", "b", "c", "d", "e")}
+    configs = {t: search.suggest(t) for t in ("a", "b", "c", "d", "e", "f")}
     assert configs["a"] == {"optim.lr": 0.05, DEFAULT_KEY: True}
     assert not any(c[DEFAULT_KEY] for t, c in configs.items() if t != "a")
     nan = float("nan")
@@ -152,18 +190,19 @@ def test_optuna_searcher_tells_failures_as_failures(tmp_path: Path) -> None:
     search.on_trial_complete("c", {"epoch": 2, "val_clean_acc": 0.8, "val_pgd_acc": 0.3})
     search.on_trial_complete("d", None, error=True)
     search.on_trial_complete("e", {"epoch": 3, "val_clean_acc": 0.8})  # an objective missing
+    search.on_trial_complete("f", {"epoch": 0, "failed": 1.0, "error": "no teacher file"})
     trials = {t.user_attrs["tune_trial_id"]: t for t in optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials}
     S = optuna.trial.TrialState
     assert trials["a"].state == S.COMPLETE and trials["a"].values == [0.9, 0.4]
     assert trials["b"].state == S.FAIL and "diverged" in trials["b"].user_attrs["mtard_reason"]
     assert trials["c"].state == S.PRUNED and trials["c"].user_attrs["mtard_status"] == "stopped"
     assert trials["d"].state == S.FAIL and trials["e"].state == S.FAIL
+    assert trials["f"].state == S.FAIL and trials["f"].user_attrs["mtard_reason"] == "no teacher file"
     assert trials["a"].params == {"optim.lr": 0.05}
 
 
 def test_records_are_deduplicated_and_survive_a_torn_line(tmp_path: Path) -> None:
-    from mtard.search.review import TrialRecord
-    from mtard.search.run import append_record, read_records
+    from mtard.search.records import Status, TrialRecord, append_record, read_records
 
     path = tmp_path / "records.jsonl"
     append_record(path, TrialRecord("t1", status="error", reason="boom"))
@@ -175,59 +214,68 @@ def test_records_are_deduplicated_and_survive_a_torn_line(tmp_path: Path) -> Non
     append_record(path, TrialRecord("t4", status="complete"))  # after the torn line, on a line of its own
     records = read_records(path)
     assert [(r.trial_id, r.status) for r in records] == [("t1", "complete"), ("t2", "complete"), ("t4", "complete")]
-    assert math.isnan(records[1].metrics["val_clean_acc"])
+    assert records[0].status is Status.COMPLETE
+    assert records[1].metrics["val_clean_acc"] is None  # strict JSON: NaN is written as null
+    assert "NaN" not in path.read_text()
 
 
 def test_train_run_state_reads_the_last_checkpoint(tmp_path: Path) -> None:
-    from mtard.search.run import train_run_state
+    from mtard.search.tune import train_run_state
 
     run = tmp_path / "train-x"
     run.mkdir()
     assert train_run_state(str(tmp_path), "train-x") is None
-    results = [{"checkpoint_dir_name": f"checkpoint_{e}", "metrics": {"epoch": e, "train_time_s": 1.5}} for e in (1, 2)]
+    results = [{"checkpoint_dir_name": f"checkpoint_{e}", "metrics": {"epoch": e}} for e in (1, 2)]
     (run / "checkpoint_manager_snapshot.json").write_text(json.dumps({"checkpoint_results": results, "latest_checkpoint_result": results[-1]}))
     state = train_run_state(str(tmp_path), "train-x")
-    assert state["checkpoint"] == str(run / "checkpoint_2" / "checkpoint.pt")
-    assert state["metrics"]["epoch"] == 2 and state["epochs"] == [1, 2] and state["train_time_s"] == 3.0
+    assert state["checkpoint"] == str(run / "checkpoint_2" / "checkpoint.pt") and state["metrics"]["epoch"] == 2
 
 
-def test_make_record_statuses(tmp_path: Path) -> None:
-    from mtard.search.run import DEFAULT_KEY, make_record
+def test_make_record_statuses_checkpoints_and_time(tmp_path: Path) -> None:
+    from mtard.search.files import ExperimentFiles
+    from mtard.search.tune import DEFAULT_KEY, SearchProgress
 
-    space = load_space_tiny()
+    space = parse_space({"base": "digits_mtard", "num_samples": 4, "budget": {"epochs": 2}, "space": {"optim.lr": {"loguniform": [0.01, 0.2]}}})
+    files = ExperimentFiles(str(tmp_path), "exp")
+    files.local.mkdir(parents=True)
+    progress = SearchProgress(files, space, 4)
     nan = float("nan")
 
     def trial(tid, result, **config):
         return SimpleNamespace(trial_id=tid, config={"optim.lr": 0.05, DEFAULT_KEY: False, **config}, last_result=result, error_file=None)
 
-    ok = make_record(trial("a", {"epoch": 2, "val_clean_acc": 0.9, "val_pgd_acc": 0.4, "checkpoint_path": str(tmp_path / "c"), "pid": 1}, **{DEFAULT_KEY: True}), space, str(tmp_path), errored=False)
+    # A direct trial: its checkpoints arrive through on_checkpoint, after each epoch's result.
+    progress.on_trial_result(0, [], trial("a", {}), {"epoch": 1})
+    progress.on_checkpoint(0, [], trial("a", {}), SimpleNamespace(path=str(tmp_path / "exp" / "trial-a" / "checkpoint_000000")))
+    progress.on_trial_result(0, [], trial("a", {}), {"epoch": 2})
+    progress.on_checkpoint(0, [], trial("a", {}), SimpleNamespace(path=str(tmp_path / "exp" / "trial-a" / "checkpoint_000001")))
+    result = {"epoch": 2, "val_clean_acc": 0.9, "val_pgd_acc": 0.4, "time_in_epochs_s": 7.5, "train_time_s": 3.0, "pid": 1}
+    ok = progress.make_record(trial("a", result, **{DEFAULT_KEY: True}), error=None)
     assert (ok.status, ok.epochs, ok.budget, ok.is_default, ok.method) == ("complete", 2, 2, True, "mtard")
-    assert ok.checkpoint == str(tmp_path / "c" / "checkpoint.pt") and "pid" not in ok.metrics
+    assert ok.checkpoint == str(tmp_path / "exp" / "trial-a" / "checkpoint_000001" / "checkpoint.pt") and "pid" not in ok.metrics
+    assert ok.train_time_s == 7.5  # every epoch's time, not only the kept checkpoints'
     assert ok.params == {"optim.lr": 0.05} and ok.teachers == {"clean": "digits_cnn_clean", "robust": "digits_cnn_trades"}
-    div = make_record(trial("b", {"epoch": 1, "diverged": 1.0, "error": "training diverged: loss is nan", "val_clean_acc": nan, "val_pgd_acc": nan}), space, str(tmp_path), errored=False)
+    assert files.read_checkpoints()["a"] == {"epoch": 2, "checkpoint": ok.checkpoint}  # what a resume starts from
+    # A Ray Train trial reports its checkpoint directory with the result.
+    progress.on_trial_result(0, [], trial("r", {}), {"epoch": 1, "checkpoint_path": str(tmp_path / "train-r" / "checkpoint_1")})
+    assert progress.make_record(trial("r", {"epoch": 1}), error=None).checkpoint == str(tmp_path / "train-r" / "checkpoint_1" / "checkpoint.pt")
+    div = progress.make_record(trial("b", {"epoch": 1, "diverged": 1.0, "error": "training diverged: loss is nan", "val_clean_acc": nan, "val_pgd_acc": nan}), error=None)
     assert (div.status, div.reason, div.checkpoint) == ("diverged", "training diverged: loss is nan", "")
-    short = make_record(trial("c", {"epoch": 1, "val_clean_acc": 0.9, "val_pgd_acc": 0.4}), space, str(tmp_path), errored=False)
+    short = progress.make_record(trial("c", {"epoch": 1, "val_clean_acc": 0.9, "val_pgd_acc": 0.4}), error=None)
     assert short.status == "stopped" and "1 of 2" in short.reason
-    err_file = tmp_path / "error.txt"
-    err_file.write_text("Traceback (most recent call last):\n  ...\nmtard.errors.MtardError: teacher 'x': checkpoint not found\n")
-    bad = trial("d", {})
-    bad.error_file = str(err_file)
-    rec = make_record(bad, space, str(tmp_path), errored=True)
+    rec = progress.make_record(trial("d", {}), error="mtard.errors.MtardError: teacher 'x': checkpoint not found")
     assert rec.status == "error" and rec.reason == "mtard.errors.MtardError: teacher 'x': checkpoint not found"
 
 
-def load_space_tiny():
-    return parse_space({"base": "digits_mtard", "num_samples": 4, "budget": {"epochs": 2}, "space": {"optim.lr": {"loguniform": [0.01, 0.2]}}})
-
-
 def test_cloud_storage_mirror_round_trip(tmp_path: Path, monkeypatch) -> None:
-    from mtard.search.run import ExperimentFiles
+    from mtard.search.files import ExperimentFiles
 
     monkeypatch.setenv("MTARD_SEARCH_CACHE", str(tmp_path / "cache"))
     files = ExperimentFiles(f"file://{tmp_path / 'bucket'}", "exp")
     assert files.local == (tmp_path / "cache" / "exp").resolve() and files.remote == f"file://{tmp_path / 'bucket'}/exp"
     files.local.mkdir(parents=True)
     (files.local / "records.jsonl").write_text("{}\n")
+    files.write_checkpoints({"t": {"epoch": 1, "checkpoint": "s3://b/exp/trial-t/checkpoint_000000/checkpoint.pt"}})
     (files.local / "review").mkdir()
     (files.local / "review" / "events.x").write_text("e")
     files.push()
@@ -238,9 +286,10 @@ def test_cloud_storage_mirror_round_trip(tmp_path: Path, monkeypatch) -> None:
     again.pull()  # --resume on another machine: the driver-side files come back
     assert (again.local / "records.jsonl").read_text() == "{}\n"
     assert (again.local / "review" / "events.x").read_text() == "e"
+    assert again.read_checkpoints()["t"]["epoch"] == 1
 
 
-def test_search_refuses_an_existing_experiment_and_a_bad_resume(tmp_path: Path, tiny_catalog: Path, monkeypatch) -> None:
+def test_search_refuses_bad_requests_before_starting(tmp_path: Path, tiny_catalog: Path, monkeypatch) -> None:
     from mtard.search.run import run_search
 
     monkeypatch.chdir(tmp_path)
@@ -248,27 +297,76 @@ def test_search_refuses_an_existing_experiment_and_a_bad_resume(tmp_path: Path, 
     (tmp_path / "runs" / "space").mkdir(parents=True)
     (tmp_path / "runs" / "space" / "study.db").write_text("")
     with pytest.raises(MtardError, match="already holds a search.*--resume"):
-        run_search(search_args(space=str(path), storage=str(tmp_path / "runs")))
+        run_search(path, storage=str(tmp_path / "runs"))
     with pytest.raises(MtardError, match="no space.yaml"):
-        run_search(search_args(resume=str(tmp_path / "runs" / "nothing")))
+        run_search(resume=str(tmp_path / "runs" / "nothing"))
     with pytest.raises(MtardError, match="--num-samples cannot change"):
-        run_search(search_args(resume=str(tmp_path / "runs" / "space"), num_samples=3))
+        run_search(resume=str(tmp_path / "runs" / "space"), num_samples=3)
+    with pytest.raises(MtardError, match="--num-samples must be >= 1, got 0"):
+        run_search(path, storage=str(tmp_path / "runs"), name="zero", num_samples=0)
+    assert not (tmp_path / "runs" / "zero").exists()
 
 
-# ---------------------------------------------------------------- slow: one real search
+def test_cli_rejects_zero_samples_and_unwritable_storage(tmp_path: Path, tiny_catalog: Path, capsys) -> None:
+    from mtard.cli import main
+
+    path = write_space(tmp_path / "sp", tiny_catalog, num_samples=2, epochs=1, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
+    assert main(["search", str(path), "--storage", str(tmp_path / "runs"), "--num-samples", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "mtard: error: --num-samples must be >= 1, got 0"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        assert main(["search", str(path), "--storage", str(locked)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"search storage {locked / 'space'} is not writable" in err and "--storage" in err
+    finally:
+        locked.chmod(0o700)
 
 
-@pytest.fixture(scope="module")
-def search(tmp_path_factory, _trained_teacher_store):
-    """One search: 4 trials of 1 epoch, 2 at a time; the defaults trial (lr 1e6) diverges."""
+def test_unwritable_storage_is_one_clear_line(tmp_path: Path, tiny_catalog: Path) -> None:
+    """Also as root (who may write anywhere): a storage path under a regular file cannot be created."""
+    from mtard.search.run import run_search
+
+    path = write_space(tmp_path / "sp", tiny_catalog, num_samples=2, epochs=1, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(MtardError, match=r"search storage .*file/space is not writable \(.*\): pass --storage a folder you can write to"):
+        run_search(path, storage=str(tmp_path / "file"))
+
+
+def test_evaluate_front_on_a_pareto_json_that_is_not_json_is_one_line(tmp_path: Path, capsys) -> None:
+    from mtard.cli import main
+
+    (tmp_path / "pareto.json").write_text('{"objectives": [')  # torn, or edited by hand
+    assert main(["evaluate-front", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{tmp_path / 'pareto.json'} is not a pareto.json written by `mtard search`" in err
+
+
+# ---------------------------------------------------------------- slow: one real search per kind of trial
+
+
+KINDS = {
+    # kind: (resources, trials); Ray Train with 2 workers per trial runs one trial at a time on 2 CPUs
+    "direct": (DIRECT, 4),
+    "ray_train": (RAY_TRAIN_2, 3),
+}
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def search(request, tmp_path_factory, _trained_teacher_store):
+    """One search: 1 epoch per trial; the defaults trial (lr 1e6) diverges."""
     import ray
 
     from mtard.search.run import run_search
 
+    resources, trials = KINDS[request.param]
     catalog, teachers_root = _trained_teacher_store
-    root = tmp_path_factory.mktemp("search")
+    root = tmp_path_factory.mktemp(f"search_{request.param}")
     space_path = write_space(
-        root / "space", catalog, num_samples=4, epochs=1, base_lr=DIVERGING_LR,
+        root / "space", catalog, num_samples=trials, epochs=1, base_lr=DIVERGING_LR, resources=resources,
         space={
             "optim.lr": {"choice": [DIVERGING_LR, 0.05, 0.1, 0.2]},
             "balance.w_lr": {"loguniform": [0.005, 0.1]},
@@ -281,28 +379,37 @@ def search(tmp_path_factory, _trained_teacher_store):
         ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
         try:
-            t0 = time.monotonic()
-            data = run_search(search_args(space=str(space_path), storage=str(root / "runs"), name="s"))
-            seconds = time.monotonic() - t0
+            data = run_search(space_path, storage=str(root / "runs"), name="s")
             pgs = ray.util.placement_group_table()
-            yield SimpleNamespace(exp=root / "runs" / "s", data=data, seconds=seconds, pgs=pgs, space=space_path)
+            yield SimpleNamespace(kind=request.param, exp=root / "runs" / "s", data=data, pgs=pgs, trials=trials)
         finally:
             ray.shutdown()
 
 
 @pytest.mark.slow
-def test_search_front_matches_a_brute_force_front(search) -> None:
+def test_search_front_records_and_curves(search) -> None:
     exp = search.exp
     trials = read_csv(exp / "trials.csv")
-    assert len(trials) == 4
+    assert len(trials) == search.trials
     pareto = read_csv(exp / "pareto.csv")
     assert pareto, "some trial must complete"
     assert {r["trial_id"] for r in pareto} == brute_force_front(trials, budget=1)
     assert {r.trial_id for r in search.data.front} == {r["trial_id"] for r in pareto}
-    # every complete trial trained its 1-epoch budget exactly once, in its own Train run
-    for r in trials:
-        if r["status"] == "complete":
-            assert snapshot_epochs(exp / f"train-{r['trial_id']}") == [1]
+    checkpoints = json.loads((exp / "checkpoints.json").read_text())
+    for r in search.data.records:
+        if r.status != "complete":
+            continue
+        # trained its 1-epoch budget exactly once; the record points at that epoch's checkpoint
+        if search.kind == "ray_train":
+            assert snapshot_epochs(exp / f"train-{r.trial_id}") == [1]
+            assert r.checkpoint.startswith(str(exp / f"train-{r.trial_id}" / "checkpoint_"))
+        else:
+            assert r.checkpoint == str(exp / f"trial-{r.trial_id}" / "checkpoint_000000" / "checkpoint.pt")
+        assert checkpoints[r.trial_id] == {"epoch": 1, "checkpoint": r.checkpoint}
+        assert checkpoint_metrics(r.checkpoint)["epoch"] == 1
+        # compute accounting: the trial's time in epochs, and a measured start-up
+        assert r.train_time_s == r.metrics["time_in_epochs_s"] > 0
+        assert r.startup_s is not None and r.startup_s >= 0
     # the review's TensorBoard run and Tune's per-trial curves are there
     assert list((exp / "review").glob("events.out.tfevents.*"))
     assert all(list((exp / f"trial-{r['trial_id']}").glob("events.out.tfevents.*")) for r in trials)
@@ -312,9 +419,9 @@ def test_search_front_matches_a_brute_force_front(search) -> None:
 @pytest.mark.slow
 def test_optuna_study_holds_every_trial_with_both_values(search) -> None:
     exp = search.exp
-    records = {json.loads(line)["trial_id"]: json.loads(line) for line in (exp / "records.jsonl").read_text().splitlines()}
+    records = {r["trial_id"]: r for r in read_lines(exp / "records.jsonl")}
     study = load_study(exp)
-    assert len(study.trials) == 4
+    assert len(study.trials) == search.trials
     by_tune = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
     assert set(by_tune) == set(records)
     for tid, rec in records.items():
@@ -356,17 +463,27 @@ def test_no_placement_group_is_left_behind(search) -> None:
     assert all(pg["state"] == "REMOVED" for pg in search.pgs.values()), search.pgs
 
 
+@pytest.mark.slow
+def test_final_eval_finds_every_front_members_checkpoint(search) -> None:
+    from mtard.search.verify import evaluate_front
+
+    path = evaluate_front(search.exp, attacks=["clean"], max_samples=32, device="cpu")
+    members = json.loads(path.read_text())["members"]
+    assert {m["trial_id"] for m in members} == {r.trial_id for r in search.data.front}
+    assert all("error" not in m and 0 <= m["test"]["clean"] <= 1 and m["samples"] == 32 for m in members), members
+
+
 # ---------------------------------------------------------------- slow: SIGKILL the driver, resume
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "", poll: float = 0.3) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the search exited ({proc.returncode}) before {what}")
-        time.sleep(0.5)
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -389,45 +506,58 @@ def _kill_session(proc: subprocess.Popen) -> None:
     time.sleep(2)
 
 
+def _start_search(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mtard.cli", "search", *args], cwd=cwd, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_path: Path, trained_teachers: Path) -> None:
+@pytest.mark.parametrize("resources", [DIRECT, RAY_TRAIN_1], ids=["direct", "ray_train"])
+def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_path: Path, trained_teachers: Path, resources: dict) -> None:
     space_path = write_space(
-        tmp_path / "space", trained_teachers, num_samples=3, epochs=2,
+        tmp_path / "space", trained_teachers, num_samples=3, epochs=2, resources=resources,
         space={"optim.lr": {"loguniform": [0.01, 0.2]}, "balance.w_lr": {"loguniform": [0.005, 0.1]}},
     )
     exp = tmp_path / "runs" / "killed"
-    cmd = [sys.executable, "-m", "mtard.cli", "search"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd + [str(space_path), "--storage", str(tmp_path / "runs"), "--name", "killed"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    records = exp / "records.jsonl"
+    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "killed"], tmp_path, tmp_path / "first.log")
     try:
-        records = exp / "records.jsonl"
-        _wait_for(lambda: records.is_file() and records.read_text().count("\n") >= 1, 400, proc, "the first finished trial")
+        _wait_for(lambda: records.is_file() and records.read_text().count("\n") >= 1, 400, proc, "the first finished trial", poll=0.05)
     finally:
         _kill_session(proc)
-        log.close()
-    before = {json.loads(line)["trial_id"]: json.loads(line) for line in records.read_text().splitlines()}
+    before = {r["trial_id"]: r for r in read_lines(records)}
     assert 1 <= len(before) < 3, (tmp_path / "first.log").read_text()[-3000:]
-    listing = {tid: sorted(p.name for p in (exp / f"train-{tid}").glob("checkpoint_*")) for tid in before}
-    in_flight = {p.name.removeprefix("train-") for p in exp.glob("train-*")} - set(before)
+    started = {p.name.removeprefix("trial-") for p in exp.glob("trial-*")}
+    in_flight = started - set(before)
     assert in_flight, "a second trial was running when the driver died"
+    # Where each interrupted trial stood: its newest checkpoint as the driver saw it.
+    stood = {tid: (e["epoch"], checkpoint_metrics(e["checkpoint"])) for tid, e in json.loads((exp / "checkpoints.json").read_text()).items() if tid in in_flight}
+    listing = {tid: sorted(p.name for p in Path(r["checkpoint"]).parents[1].glob("checkpoint_*")) for tid, r in before.items()}
 
-    resumed = subprocess.run(cmd + ["--resume", str(exp)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    resumed = subprocess.run([sys.executable, "-m", "mtard.cli", "search", "--resume", str(exp)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Pareto front" in resumed.stdout
 
-    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    lines = read_lines(records)
     after = {r["trial_id"]: r for r in lines}
     assert len(after) == 3 and all(r["status"] == "complete" for r in after.values())
     for tid, rec in before.items():  # finished before the kill: still there, unchanged, not retrained
         assert after[tid]["metrics"] == rec["metrics"] and after[tid]["checkpoint"] == rec["checkpoint"]
-        assert sorted(p.name for p in (exp / f"train-{tid}").glob("checkpoint_*")) == listing[tid]
+        assert sorted(p.name for p in Path(rec["checkpoint"]).parents[1].glob("checkpoint_*")) == listing[tid]
         assert sum(r["trial_id"] == tid for r in lines) == 1
     assert in_flight <= set(after)  # the interrupted trials finished under their own ids
-    for tid in after:  # every trial trained each epoch once (an interrupted one went on from its checkpoint)
-        assert snapshot_epochs(exp / f"train-{tid}") == [1, 2]
-    assert len(list(exp.glob("train-*"))) == 3
+    for tid, (epoch, metrics) in stood.items():  # ... continuing from their last epoch's checkpoint
+        final = after[tid]["metrics"]
+        if epoch == 1:
+            assert final["time_in_epochs_s"] == metrics["time_in_epochs_s"] + final["epoch_time_s"]
+        else:
+            assert final == {k: v for k, v in metrics.items() if k in final}
+    if resources is RAY_TRAIN_1:
+        for tid in after:  # every trial trained each epoch once, in its own Train run
+            assert snapshot_epochs(exp / f"train-{tid}") == [1, 2]
 
     study = load_study(exp)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -439,3 +569,74 @@ def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_pat
 
     pareto = read_csv(exp / "pareto.csv")
     assert {r["trial_id"] for r in pareto} == brute_force_front(read_csv(exp / "trials.csv"), budget=2)
+
+
+# ---------------------------------------------------------------- slow: a direct trial's process dies
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _trial_processes(root: int) -> list[int]:
+    """The Tune trial processes (function trainables run as `ray::ImplicitFunc` actors) under `root`."""
+    found = []
+    for pid in _descendants(root):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Path, trained_teachers: Path) -> None:
+    epochs = 20  # long enough to kill it mid-run however fast the machine is
+    space_path = write_space(
+        tmp_path / "space", trained_teachers, num_samples=1, epochs=epochs, max_concurrent=1,
+        space={"optim.lr": {"loguniform": [0.01, 0.2]}}, extra_set={"scaling.max_failures": 1},
+    )
+    exp = tmp_path / "runs" / "retried"
+    checkpoints = exp / "checkpoints.json"
+
+    def first_checkpoint() -> bool:
+        try:
+            return bool(json.loads(checkpoints.read_text()))
+        except (OSError, ValueError):
+            return False
+
+    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "retried"], tmp_path, tmp_path / "search.log")
+    try:
+        _wait_for(first_checkpoint, 300, proc, "the first epoch's checkpoint", poll=0.05)
+        victims = _trial_processes(proc.pid)
+        assert len(victims) == 1, victims
+        os.kill(victims[0], signal.SIGKILL)  # mid-run: a lost node, an OOM kill
+        assert proc.wait(timeout=300) == 0, (tmp_path / "search.log").read_text()[-3000:]
+    finally:
+        _kill_session(proc)
+    (record,) = read_lines(exp / "records.jsonl")
+    assert record["status"] == "complete" and record["epochs"] == epochs
+    # Tune's log of the trial's reports: one restart (a new process), which went on from a checkpoint
+    rows = read_lines(exp / f"trial-{record['trial_id']}" / "result.json")
+    restarts = [i for i in range(1, len(rows)) if rows[i]["pid"] != rows[i - 1]["pid"]]
+    assert len(restarts) == 1, [(r["epoch"], r["pid"]) for r in rows]
+    resumed = rows[restarts[0]]
+    assert resumed["epoch"] >= 2  # not from scratch: epoch 1's checkpoint was there
+    before = [r for r in rows[: restarts[0]] if r["epoch"] == resumed["epoch"] - 1][-1]
+    # the epoch after the checkpoint adds its time to the time measured before the kill
+    assert resumed["time_in_epochs_s"] == before["time_in_epochs_s"] + resumed["epoch_time_s"]
+    assert [r["epoch"] for r in rows][-1] == epochs and record["metrics"]["epoch"] == epochs

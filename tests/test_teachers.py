@@ -11,6 +11,7 @@ import torch
 
 from conftest import TINY_CLEAN, TINY_ROBUST
 from mtard import checkpoint as ckpt
+from mtard import teachers as teachers_mod
 from mtard.errors import MtardError
 from mtard.models import build_model
 from mtard.teachers import (
@@ -25,7 +26,6 @@ from mtard.teachers import (
     sidecar,
     train_teacher,
 )
-from mtard import teachers as teachers_mod
 
 DIGITS = dict(num_classes=10, in_channels=1, image_size=8)
 

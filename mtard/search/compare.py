@@ -22,15 +22,10 @@ from pathlib import Path
 import yaml
 
 from mtard.errors import MtardError
-from mtard.search.review import (
-    REVIEW_RUN,
-    Objective,
-    ReviewData,
-    TensorBoardReview,
-    TrialRecord,
-    write_review,
-)
-from mtard.search.run import read_records
+from mtard.search.files import BASE_CONFIG, RECORDS, REVIEW_RUN
+from mtard.search.records import Objective, TrialRecord, read_records
+from mtard.search.render import TensorBoardReview, write_review
+from mtard.search.review import ReviewData
 
 
 def parse_experiments(args: list[str]) -> dict[str, Path]:
@@ -53,12 +48,12 @@ def parse_experiments(args: list[str]) -> dict[str, Path]:
 
 def load_experiment(directory: Path) -> tuple[list[TrialRecord], list[Objective], str | None]:
     """An experiment's trial records, objectives and data set name, as `mtard search` wrote them."""
-    pareto_json, records_path = directory / "pareto.json", directory / "records.jsonl"
+    pareto_json, records_path = directory / "pareto.json", directory / RECORDS
     for path in (pareto_json, records_path):
         if not path.is_file():
             raise MtardError(f"{path} does not exist: point at an experiment directory written by `mtard search` (e.g. runs/<name>)")
     objectives = [Objective.from_dict(o) for o in json.loads(pareto_json.read_text())["objectives"]]
-    base = directory / "base_config.yaml"
+    base = directory / BASE_CONFIG
     dataset = (yaml.safe_load(base.read_text()) or {}).get("data", {}).get("name") if base.is_file() else None
     return read_records(records_path), objectives, dataset
 

@@ -13,12 +13,14 @@ sampler: {name: tpe, seed: 0} # tpe | nsga2 | random | gp; other keys go to the 
                               # (e.g. n_startup_trials: 4, population_size: 8 for nsga2)
 num_samples: 12               # trials in all, the defaults trial included
 max_concurrent: null          # null: as many as the cluster's CPUs/GPUs fit (see run.py)
-resources:                    # per trial (its Ray Train worker group)
-  workers: 1
+resources:                    # per trial worker (mtard.search.resources)
+  workers: 1                  # 1: a direct trial (the epoch loop runs in the trial's own process);
+                              # > 1: a Ray Train run of that many DDP workers per trial
   cpus_per_worker: 1
   gpus_per_worker: 0          # fractions allowed (0.5: two trials share a GPU)
   accelerator_type: ""        # e.g. A100; "" = any
   custom: {}                  # extra custom resources per worker, e.g. {FAKE_GPU: 1}
+  ray_train: false            # true: one worker through Ray Train too (rehearses a multi-worker search)
 budget:
   epochs: <base optim.epochs> # every trial trains this many epochs (sets optim.epochs)
   scale_milestones: false     # true: scale optim.milestones by epochs / base epochs (proxy budgets)
@@ -71,6 +73,8 @@ from mtard.config import (
     validate,
 )
 from mtard.errors import MtardError
+from mtard.search.records import Objective
+from mtard.text import format_eps
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -78,10 +82,17 @@ TOP_KEYS = (
     "base", "set", "objectives", "sampler", "num_samples", "max_concurrent",
     "resources", "budget", "enqueue_defaults", "space",
 )
-RESOURCE_KEYS = {"workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str, "custom": dict}
+RESOURCE_KEYS = {
+    "workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str, "custom": dict,
+    "ray_train": bool,
+}
 BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s")
 # Metrics every trial reports every epoch (mtard.loop.fit).
-KNOWN_METRICS = ("val_clean_acc", "val_pgd_acc", "loss", "train_time_s", "samples_per_s", "lr")
+# The selected_* metrics are the selected epoch's values (eval.select: best); under `last` they equal the epoch's own.
+KNOWN_METRICS = (
+    "val_clean_acc", "val_pgd_acc", "selected_val_clean_acc", "selected_val_pgd_acc", "selected_score",
+    "loss", "train_time_s", "samples_per_s", "lr",
+)
 DEFAULT_OBJECTIVES = ({"metric": "val_clean_acc", "direction": "max"}, {"metric": "val_pgd_acc", "direction": "max"})
 
 # Fields the search itself owns: where to set them instead.
@@ -98,14 +109,6 @@ NOT_SEARCHABLE = ("data.name", "data.val_fraction", "data.split_seed", "teachers
 
 
 # ---------------------------------------------------------------- small pieces
-
-
-@dataclass(frozen=True)
-class SpaceObjective:
-    metric: str
-    direction: str  # "max" | "min"
-    label: str
-    reference: float | None = None  # hypervolume reference; None = 0 for "max" (accuracies)
 
 
 @dataclass(frozen=True)
@@ -157,20 +160,12 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
 
-def _fmt_eps(eps: float) -> str:
-    """0.2 -> '0.2'; 8/255 -> '8/255' (how papers write it)."""
-    short, k = f"{eps:g}", eps * 255
-    if len(short) > 6 and eps > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return short
-
-
 def default_label(metric: str, cfg: TrainConfig) -> str:
     e = cfg.eval
     if metric == "val_clean_acc":
         return "val clean accuracy"
     if metric == "val_pgd_acc":
-        return f"val PGD-{e.pgd_steps} accuracy (L∞ ε={_fmt_eps(e.eps)}, step {_fmt_eps(e.pgd_step_size)})"
+        return f"val PGD-{e.pgd_steps} accuracy (L∞ ε={format_eps(e.eps)}, step {format_eps(e.pgd_step_size)})"
     return metric
 
 
@@ -201,7 +196,7 @@ class SearchSpace:
     base: str  # as written (name or path)
     base_config: TrainConfig  # the base config exactly as loaded (before set / budget / resources)
     fixed: dict  # `set:` (coerced values)
-    objectives: list[SpaceObjective]
+    objectives: list[Objective]
     sampler: dict  # {"name": ..., "seed": ..., **options}
     num_samples: int
     max_concurrent: int | None
@@ -474,7 +469,7 @@ def _parse_resources(data: dict, base_cfg: TrainConfig) -> dict:
     out = {
         "workers": s.workers, "cpus_per_worker": s.cpus_per_worker,
         "gpus_per_worker": s.gpus_per_worker, "accelerator_type": s.accelerator_type,
-        "custom": dict(s.resources),
+        "custom": dict(s.resources), "ray_train": False,
     }
     for key, tp in RESOURCE_KEYS.items():
         if key in data:
@@ -511,7 +506,7 @@ def _parse_budget(data: dict, base_cfg: TrainConfig) -> dict:
     }
 
 
-def _parse_objectives(data: Any, cfg: TrainConfig) -> list[SpaceObjective]:
+def _parse_objectives(data: Any, cfg: TrainConfig) -> list[Objective]:
     items = list(DEFAULT_OBJECTIVES) if data is None else data
     if not isinstance(items, list) or not 1 <= len(items) <= 2:
         raise MtardError("objectives: expected a list of 1 or 2 {metric, direction} mappings")
@@ -527,7 +522,7 @@ def _parse_objectives(data: Any, cfg: TrainConfig) -> list[SpaceObjective]:
             raise MtardError(f"objectives[{i}].direction: {direction!r}; expected max or min")
         ref = item.get("reference")
         ref = None if ref is None else _number(ref, f"objectives[{i}].reference")
-        out.append(SpaceObjective(metric, direction, str(item.get("label") or default_label(metric, cfg)), ref))
+        out.append(Objective(metric, direction, str(item.get("label") or default_label(metric, cfg)), ref))
         if metric == "val_pgd_acc" and cfg.eval.pgd_steps < 1:
             raise MtardError(f"objectives[{i}]: val_pgd_acc needs eval.pgd_steps >= 1 (it is {cfg.eval.pgd_steps})")
     if len({o.metric for o in out}) != len(out):

@@ -1,0 +1,99 @@
+"""A training run's folder: checked before any work starts, so nothing computed is lost.
+
+`mtard train` writes one run into one folder (`config.yaml`, `checkpoint.pt`,
+`metrics.jsonl`, TensorBoard events). Starting a second run in the same folder would
+replace the first one's checkpoint and mix two runs in its metrics, and resuming with
+another config would continue a checkpoint under settings it was not trained with.
+`check_run_dir` refuses both, and an unwritable folder, before the first epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mtard.config import TrainConfig, config_from_dict, read_yaml, to_dict
+from mtard.errors import MtardError
+
+# Files that mean "this folder holds (part of) a trained run". config.yaml alone does not:
+# it is written at the start, so a run that failed before its first epoch lost nothing.
+RESULT_FILES = ("checkpoint.pt", "metrics.jsonl", "checkpoint_manager_snapshot.json")
+
+# Fields that may differ from the saved config on --resume: where things are and how fast
+# they run, not what is trained. `optim.epochs` may grow to train a finished run further.
+RESUMABLE_FIELDS = (
+    "out_dir",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "optim.epochs",
+    "eval.batch_size",
+    "runtime.device",
+    "runtime.bf16",
+    "runtime.channels_last",
+    "runtime.threads",
+    "runtime.progress",
+    "runtime.compile",
+    "runtime.divergence_check_every",
+    "scaling.*",
+)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "resources":  # scaling.resources is a value, not a section
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _may_change(path: str) -> bool:
+    return any(path == f or (f.endswith(".*") and path.startswith(f[:-1])) for f in RESUMABLE_FIELDS)
+
+
+def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """'field (old -> new)' for every field outside RESUMABLE_FIELDS that differs."""
+    old, cur = _flatten(to_dict(saved)), _flatten(to_dict(new))
+    return [f"{p} ({old[p]!r} -> {cur[p]!r})" for p in cur if not _may_change(p) and old.get(p) != cur[p]]
+
+
+def _ensure_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MtardError(
+            f"cannot create the run folder {run_dir} ({err.strerror}): choose another --out-dir or --name"
+        ) from err
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise MtardError(f"the run folder {run_dir} is not writable: fix its permissions or choose another --out-dir")
+
+
+def check_run_dir(run_dir: Path, cfg: TrainConfig, *, resume: bool) -> None:
+    """Before training: the folder is writable; without --resume it holds no earlier run;
+    with --resume the config matches the one the run was started with (RESUMABLE_FIELDS aside)."""
+    _ensure_writable(run_dir)
+    found = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if not resume:
+        if found:
+            raise MtardError(
+                f"{run_dir} already holds a run ({', '.join(found)}): continue it with --resume, "
+                f"choose another --name, or delete the folder to start over"
+            )
+        return
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return  # nothing to compare with; the trainer says whether there is a checkpoint to resume
+    try:
+        saved = config_from_dict(read_yaml(saved_path))
+    except MtardError as err:
+        raise MtardError(f"--resume: the saved config {saved_path} cannot be read ({err}); start a new run with another --name") from err
+    changes = config_changes(saved, cfg)
+    if changes:
+        raise MtardError(
+            f"--resume: the config differs from the one {run_dir} was trained with in {', '.join(changes)}; "
+            f"resume with that config ({saved_path}), or start a new run with another --name "
+            f"(only {', '.join(RESUMABLE_FIELDS)} may change on resume)"
+        )

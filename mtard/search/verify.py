@@ -1,0 +1,118 @@
+"""`mtard evaluate-front`: the front's checkpoints on the TEST split, beside the validation
+numbers the search selected them on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtard.errors import MtardError
+from mtard.search.files import VERIFIED_DIR
+from mtard.search.records import Objective
+from mtard.search.render import csv_text
+from mtard.storage import atomic_write, download, is_uri, json_safe
+
+#: Attacks `evaluate_front` runs by default (the papers' test-set table).
+VERIFY_ATTACKS = ["clean", "pgd20_sat", "pgd20_trades", "cw", "autoattack"]
+
+
+def _local_checkpoint(location: str, exp_dir: Path, cache: Path) -> Path:
+    """A local path for a checkpoint recorded as a path or a storage URI (s3://, gs://, ...)."""
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    if not is_uri(location):
+        path = Path(location)
+        if not path.is_absolute() and not path.exists() and (exp_dir / path).exists():
+            path = exp_dir / path
+        return path
+    return download(location, cache / Path(location).name)
+
+
+def evaluate_front(
+    exp_dir: Path,
+    *,
+    attacks: list[str] | None = None,
+    max_samples: int = 0,
+    device: str = "auto",
+    data_root: str | None = None,
+    batch_size: int = 256,
+) -> Path:
+    """Evaluate every front member's checkpoint on the TEST split; write pareto_verified.{json,csv}.
+
+    Reads ``<exp_dir>/pareto.json`` (written by `write_review`). Each member's report from
+    `mtard.evaluate.evaluate_checkpoint` also lands in ``<exp_dir>/verified/<trial>.eval-test.json``.
+    A member whose checkpoint is missing or unreadable is recorded with its error and the
+    others still run; if none can be evaluated, `MtardError`. Returns the JSON path.
+    """
+    from mtard.evaluate import check_attacks, evaluate_checkpoint
+
+    exp_dir = Path(exp_dir)
+    source = exp_dir / "pareto.json"
+    if not source.is_file():
+        raise MtardError(
+            f"{source} does not exist: point at an experiment directory written by `mtard search` (e.g. runs/<name>)"
+        )
+    try:
+        doc = json.loads(source.read_text())
+        front, objectives = doc["front"], [Objective.from_dict(o) for o in doc["objectives"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise MtardError(
+            f"{source} is not a pareto.json written by `mtard search` ({type(err).__name__}: {err}); "
+            f"rewrite it by resuming the search (mtard search --resume {exp_dir})"
+        ) from err
+    names = check_attacks(list(attacks) if attacks is not None else list(VERIFY_ATTACKS))
+    if not front:
+        raise MtardError(f"{source} has an empty front: no trial completed its budget yet")
+    verified_dir = exp_dir / VERIFIED_DIR
+    members = []
+    descriptions: dict[str, str] = {}
+    for m in front:
+        entry = {k: m.get(k) for k in ("trial_id", "method", "teachers", "params", "is_default", "checkpoint")}
+        entry["val"] = dict(m.get("objectives", {}))
+        try:
+            if not m.get("checkpoint"):
+                raise MtardError("the trial recorded no checkpoint")
+            path = _local_checkpoint(m["checkpoint"], exp_dir, verified_dir / "checkpoints" / m["trial_id"])
+            report = evaluate_checkpoint(
+                path, split="test", attacks=names, max_samples=max_samples, device=device,
+                data_root=data_root, batch_size=batch_size, out=verified_dir / f"{m['trial_id']}.eval-test.json",
+            )
+        except MtardError as err:
+            entry["error"] = str(err)
+            members.append(entry)
+            continue
+        entry.update(
+            split=report["split"], dataset=report["dataset"], eps=report["eps"], samples=report["samples"],
+            test={r["attack"]: r["accuracy"] for r in report["results"]},
+            descriptions={r["attack"]: r["description"] for r in report["results"]},
+        )
+        for r in report["results"]:
+            descriptions.setdefault(r["attack"], r["description"])
+        members.append(entry)
+    if not any("test" in e for e in members):
+        raise MtardError(f"no front member could be evaluated: {members[0].get('error')}")
+
+    out = {
+        "experiment": str(exp_dir),
+        "split": "test",
+        "objectives": [o.to_dict() for o in objectives],
+        "attacks": [{"attack": a, "description": descriptions.get(a, "")} for a in names],
+        "members": members,
+    }
+    json_path = exp_dir / "pareto_verified.json"
+    atomic_write(json_path, json.dumps(json_safe(out), indent=2, ensure_ascii=False) + "\n")
+    header = ["trial_id", "method", "is_default"] + [f"val:{o.metric}" for o in objectives]
+    header += ["attack", "description", "test_accuracy", "samples", "eps", "checkpoint", "error"]
+    rows = []
+    for e in members:
+        head = [e["trial_id"], e["method"], e["is_default"]] + [e["val"].get(o.metric) for o in objectives]
+        if "test" not in e:
+            rows.append(head + ["", "", None, None, None, e["checkpoint"], e["error"]])
+            continue
+        for a in names:
+            rows.append(head + [a, e["descriptions"][a], e["test"][a], e["samples"], e["eps"], e["checkpoint"], ""])
+    atomic_write(exp_dir / "pareto_verified.csv", csv_text(header, rows))
+    return json_path
+
+
+

@@ -1,0 +1,170 @@
+"""Local paths and storage URIs (s3://, gs://, file://, ... through pyarrow): one place to read,
+write and mirror files.
+
+* `atomic_write` is the only way mtard replaces a file another process may read (a checkpoint,
+  a review file, a teacher): the data goes to a temporary file next to the target, then
+  `os.replace` swaps it in, so a reader or a crash never sees half a file.
+* `json_safe` is the one JSON rule: NaN and ±inf become null (strict JSON has neither).
+* A location is a local path or a URI; `join`, `read_text`, `upload` and `download` take both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from mtard.errors import MtardError
+
+
+def is_uri(location: str) -> bool:
+    return "://" in str(location)
+
+
+def absolute(location: str | Path | None, default: str | Path) -> str:
+    """Ray wants absolute local paths; URIs (s3://, gs://, ...) pass through."""
+    value = str(location or default)
+    return value if is_uri(value) else os.path.abspath(value)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+
+
+def with_scheme(path: str, like: str) -> str:
+    """Ray reports paths on a URI storage without the scheme (bucket/key): put `like`'s scheme back."""
+    if not path or is_uri(path) or not is_uri(like):
+        return path
+    return f"{like.split('://', 1)[0]}://{path}"
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any]) -> None:
+    """Replace `path` atomically with `data` (text, bytes, or a function that writes a given path).
+
+    The temporary file is removed if writing fails (e.g. the disk is full), and the previous
+    content of `path`, if any, stays.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        elif isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            data(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON-safe copy: NaN/±inf -> None, recursively; keys as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def read_text(location: str) -> str | None:
+    """A small file from a local path or a URI; None if it does not exist."""
+    if not is_uri(location):
+        path = Path(location)
+        return path.read_text() if path.is_file() else None
+    try:
+        fs, path = _filesystem(location)
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def download(uri: str, target: Path) -> Path:
+    """Copy one file from a URI to a local path (atomically); MtardError naming the URI if it fails."""
+    try:
+        fs, remote = _filesystem(uri)
+        with fs.open_input_stream(remote) as src:
+            atomic_write(target, lambda tmp: _copy_stream(src, tmp))
+    except Exception as err:  # pyarrow raises OSError/ArrowInvalid/... for a bad URI or a missing object
+        raise MtardError(f"cannot fetch {uri}: {err}") from err
+    return target
+
+
+def _copy_stream(src, path: Path) -> None:
+    with open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def upload(local_root: Path, files: Iterable[Path], uri: str) -> None:
+    """Copy `files` (under `local_root`) to the same relative paths under `uri`."""
+    import pyarrow.fs
+
+    fs, root = _filesystem(uri)
+    fs.create_dir(root, recursive=True)  # a no-op on object stores; needed for file://
+    local = pyarrow.fs.LocalFileSystem()
+    for path in files:
+        rel = path.relative_to(local_root).as_posix()
+        if "/" in rel:
+            fs.create_dir(f"{root}/{rel.rsplit('/', 1)[0]}", recursive=True)
+        pyarrow.fs.copy_files(str(path), f"{root}/{rel}", source_filesystem=local, destination_filesystem=fs)
+
+
+def put_atomic(local: Path, fs, folder: str, name: str) -> None:
+    """Copy the local file into `folder/name` on a pyarrow filesystem (local, NFS or a cloud store):
+    to a temporary name first, then moved over the previous file, so no reader sees half of it."""
+    import pyarrow.fs
+
+    fs.create_dir(folder, recursive=True)
+    partial = f"{folder}/{name}.tmp"
+    pyarrow.fs.copy_files(str(local), partial, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    fs.move(partial, f"{folder}/{name}")
+
+
+def download_missing(uri: str, local_root: Path, names: Iterable[str], dirs: Iterable[str] = ()) -> None:
+    """Fetch the files `names` and everything under `dirs` from `uri` that are not under `local_root` yet."""
+    import pyarrow.fs
+
+    fs, root = _filesystem(uri)
+    local_root.mkdir(parents=True, exist_ok=True)
+    local = pyarrow.fs.LocalFileSystem()
+    wanted = [f"{root}/{n}" for n in names]
+    for d in dirs:
+        try:
+            wanted += [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{d}", recursive=True)) if i.is_file]
+        except (FileNotFoundError, OSError):
+            pass
+    for remote in wanted:
+        target = local_root / remote[len(root) + 1 :]
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pyarrow.fs.copy_files(remote, str(target), source_filesystem=fs, destination_filesystem=local)
+        except (FileNotFoundError, OSError):
+            pass
+
+
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """Create `folder` (and its parents) and prove a file can be written there; else one clear line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".mtard-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise MtardError(f"{what} {folder} is not writable ({reason.lower()}): {fix}") from err
