@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 # kind -> (resources, trials, max_concurrent)
 KINDS = {"direct": (DIRECT, 8, 2), "ray_train": (RAY_TRAIN_2, 4, 1)}
-SPACE = {"optim.lr": {"choice": [1.0e-5, 0.05, 0.2]}}
+SPACE = {"optim.lr": {"choice": [1.0e-5, 0.2]}}
 SCHEDULER = {"name": "moasha", "eta": 2, "rungs": [1]}
 
 
@@ -34,11 +34,13 @@ def _space(root: Path, catalog: Path, kind: str) -> Path:
     import yaml
 
     resources, trials, concurrency = KINDS[kind]
+    # SAT (no teachers) learns in one epoch at lr 0.2 (the base value: the protected defaults trial),
+    # so a 1e-5 trial, still at its initial weights, is dominated at the rung.
     path = write_space(root / "space", catalog, num_samples=trials, epochs=3, resources=resources, space=SPACE,
-                       max_concurrent=concurrency)
+                       max_concurrent=concurrency, base_lr=0.2, extra_set={"method.name": "sat"})
     data = yaml.safe_load(path.read_text())
     data["scheduler"] = SCHEDULER
-    data["sampler"] = {"name": "random", "seed": 3}
+    data["sampler"] = {"name": "random", "seed": 6}  # draws 1e-5 for the 2nd and 3rd trials
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -123,7 +125,10 @@ def test_sigkill_then_resume_decides_no_rung_twice(tmp_path: Path, trained_teach
     assert after[: len(before)] == before  # nothing re-decided or rewritten
     assert len({(d["trial_id"], d["rung"]) for d in after}) == len(after)  # each (trial, rung) once
     records = {r["trial_id"]: r for r in read_lines(exp / "records.jsonl")}
-    for d in after:
-        if d["action"] == "stop":  # a stopped trial never trained past its rung, before or after the kill
-            assert records[d["trial_id"]]["status"] == "stopped" and records[d["trial_id"]]["epochs"] == 1
+    # A stopped trial never trained past its rung, before or after the kill. (A trial started in the
+    # last ~2 s before the kill is not in Tune's saved state: it is never resumed and has no record.)
+    stopped = [d["trial_id"] for d in after if d["action"] == "stop" and d["trial_id"] in records]
+    assert stopped
+    for tid in stopped:
+        assert records[tid]["status"] == "stopped" and records[tid]["epochs"] == 1
     assert json.loads((exp / "pareto.json").read_text())["front"]
