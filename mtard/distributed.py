@@ -51,7 +51,7 @@ def prepare_batchnorm(model: nn.Module, device: torch.device, world_size: int, e
 class RayContext(Context):
     """The loop's view of one Ray Train worker."""
 
-    def __init__(self, log_dir: str | None = None, *, sync_batchnorm: bool = True):
+    def __init__(self, log_dir: str | None = None, *, sync_batchnorm: bool = True, rungs=None):
         import ray.train
         import ray.train.torch
 
@@ -61,6 +61,7 @@ class RayContext(Context):
         self.local_rank = context.get_local_rank()
         super().__init__(ray.train.torch.get_device())
         self.sync_batchnorm = sync_batchnorm
+        self.rungs = rungs  # a search's RungClient (MO-ASHA) or None
         self.log = None
         if log_dir and self.rank == 0:
             from mtard.logs import MetricsLog
@@ -76,6 +77,18 @@ class RayContext(Context):
 
     def all_reduce_mean(self, t: Tensor) -> Tensor:
         return t if self.world_size == 1 else self.all_reduce_sum(t) / self.world_size
+
+    def rung_stop(self, epoch: int, metrics: dict) -> bool:
+        """Rank 0 asks the judge; its answer reaches every rank, so all leave the loop together."""
+        if self.rungs is None or epoch not in self.rungs.rungs:
+            return False
+        from mtard.search.records import STOP_KEY
+        from mtard.search.rungs import stop_reason
+
+        reason = stop_reason(self.rungs, epoch, metrics) if self.rank == 0 else None
+        if reason:
+            metrics[STOP_KEY] = reason
+        return bool(self.all_reduce_sum(torch.tensor([1.0 if reason else 0.0], device=self.device)).item() > 0)
 
     def once_per_node(self, fn) -> None:
         if self.local_rank == 0:
@@ -149,7 +162,8 @@ def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
 def train_fn_per_worker(config: dict) -> None:
     """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
     cfg = config_from_dict(config["cfg"])
-    fit_reporting_divergence(cfg, RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm))
+    ctx = RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm, rungs=config.get("rungs"))
+    fit_reporting_divergence(cfg, ctx)
 
 
 def scaling_config(cfg: TrainConfig):
@@ -169,14 +183,17 @@ def scaling_config(cfg: TrainConfig):
     )
 
 
-def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None):
-    """A TorchTrainer for `cfg`; the same (storage, name) resumes the run from its last checkpoint."""
+def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None, rungs=None):
+    """A TorchTrainer for `cfg`; the same (storage, name) resumes the run from its last checkpoint.
+
+    `rungs`: a search's `mtard.search.rungs.RungClient` (MO-ASHA), asked by rank 0 at rung epochs.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "log_dir": log_dir},
+        train_loop_config={"cfg": to_dict(cfg), "log_dir": log_dir, "rungs": rungs},
         scaling_config=scaling_config(cfg),
         run_config=ray.train.RunConfig(
             name=name,

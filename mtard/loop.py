@@ -191,6 +191,15 @@ class Context:
         The base class (no storage) keeps nothing.
         """
 
+    def rung_stop(self, epoch: int, metrics: dict) -> bool:
+        """Whether a search's early-stopping rule (MO-ASHA) ends the run after this epoch.
+
+        Called by every rank after the epoch's metrics are all-reduced; every rank gets the same
+        answer. A stopped run still reports this epoch with its checkpoint, then returns normally;
+        the context adds the decision's reason to `metrics`. Outside a search: never.
+        """
+        return False
+
 
 class LocalContext(Context):
     """A plain process: checkpoint and metrics files under the run directory."""
@@ -420,6 +429,8 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             print(f"{cfg.name}: epoch {epoch}/{cfg.optim.epochs}  loss {metrics['loss']:.4f}  val clean {metrics['val_clean_acc']:.4f}  "
                   f"val PGD {metrics['val_pgd_acc']:.4f}  ({epoch_time:.1f} s)", flush=True)
 
+        # Asked before the checkpoint is built, so a stopped run's checkpoint records why it stopped.
+        stop = ctx.rung_stop(epoch, metrics)
         payload = None
         if ctx.rank == 0:
             payload = {
@@ -435,6 +446,8 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             if is_selected and cfg.eval.select == "best":
                 ctx.save_best(payload)  # before the report: a crash between the two re-runs this epoch
         ctx.report(metrics, payload)
+        if stop:
+            break
     return metrics
 
 

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["Direction", "front", "hypervolume", "sort_front"]
+__all__ = ["Direction", "crowding_distance", "front", "hypervolume", "nondominated_ranks", "sort_front"]
 
 Direction = Literal["max", "min"]
 
@@ -137,3 +137,64 @@ def sort_front(
         if not 0 <= i < n:
             raise ValueError(f"index {i} is out of range for {n} points")
     return sorted(indices, key=lambda i: (tuple(float(v) for v in points[i]), i))
+
+
+def nondominated_ranks(points: Sequence[Sequence[float]], directions: Sequence[Direction]) -> list[int]:
+    """Front number of each point: 0 = the non-dominated front, 1 = the front once 0 is removed, ...
+
+    Dominance as in :func:`front`, so equal points never dominate each other and share a front.
+    O(n^2 * m) (Deb et al.'s fast non-dominated sort); a NaN raises ``ValueError``.
+    """
+    g = _gains(points, directions)
+    n = len(g)
+    dominated_by_count = [0] * n  # how many points dominate i
+    dominates: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _dominates(g[i], g[j]):
+                dominates[i].append(j)
+                dominated_by_count[j] += 1
+            elif _dominates(g[j], g[i]):
+                dominates[j].append(i)
+                dominated_by_count[i] += 1
+    ranks = [0] * n
+    current = [i for i in range(n) if dominated_by_count[i] == 0]
+    rank = 0
+    while current:
+        following = []
+        for i in current:
+            ranks[i] = rank
+            for j in dominates[i]:
+                dominated_by_count[j] -= 1
+                if dominated_by_count[j] == 0:
+                    following.append(j)
+        current, rank = following, rank + 1
+    return ranks
+
+
+def crowding_distance(points: Sequence[Sequence[float]], directions: Sequence[Direction]) -> list[float]:
+    """NSGA-II crowding distance of each point, computed within the point's own front.
+
+    Per objective, a front's points are sorted (ties by index); the two ends get ``inf`` and an interior
+    point adds ``(next - previous) / (front max - front min)``. The normalisation by the front's range makes
+    the distance independent of each objective's scale. A front of at most 2 points is all ``inf``; an
+    objective constant over a front adds nothing.
+    """
+    g = _gains(points, directions)  # direction does not matter for distances, only validation
+    ranks = nondominated_ranks(points, directions)
+    distance = [0.0] * len(g)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        if len(members) <= 2:
+            for i in members:
+                distance[i] = math.inf
+            continue
+        for k in range(len(g[0])):
+            order = sorted(members, key=lambda i: (g[i][k], i))
+            low, high = g[order[0]][k], g[order[-1]][k]
+            distance[order[0]] = distance[order[-1]] = math.inf
+            if high == low:
+                continue
+            for before, i, after in zip(order, order[1:], order[2:]):
+                distance[i] += (g[after][k] - g[before][k]) / (high - low)
+    return distance

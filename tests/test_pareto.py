@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from mtard.pareto import front, hypervolume, sort_front
+from mtard.pareto import crowding_distance, front, hypervolume, nondominated_ranks, sort_front
 
 MM = ("max", "max")
 
@@ -256,3 +256,61 @@ def test_sort_front_bad_index():
     with pytest.raises(ValueError, match="out of range"):
         sort_front([(1, 1)], [1], MM)
     assert sort_front([], [], MM) == []
+
+
+# --------------------------------------------------------------------------- non-dominated sort
+
+
+def test_ranks_layers():
+    # front 0: (3,1) (2,2) (1,3); front 1: (2,1) (1,2); front 2: (1,1)
+    pts = [(1, 1), (3, 1), (2, 1), (2, 2), (1, 2), (1, 3)]
+    assert nondominated_ranks(pts, MM) == [2, 0, 1, 0, 1, 0]
+
+
+def test_ranks_equal_points_share_a_front():
+    assert nondominated_ranks([(2, 2), (2, 2), (1, 1)], MM) == [0, 0, 1]
+
+
+def test_ranks_mixed_directions_and_empty():
+    # accuracy (max) vs loss (min): (0.9, 0.1) dominates both others; (0.8, 0.2) dominates (0.7, 0.3).
+    assert nondominated_ranks([(0.7, 0.3), (0.9, 0.1), (0.8, 0.2)], ("max", "min")) == [2, 0, 1]
+    assert nondominated_ranks([], MM) == []
+
+
+def test_ranks_front_zero_is_front():
+    rng = random.Random(3)
+    for _ in range(30):
+        pts = [(rng.randint(0, 4), rng.randint(0, 4)) for _ in range(rng.randint(1, 12))]
+        ranks = nondominated_ranks(pts, MM)
+        assert [i for i, r in enumerate(ranks) if r == 0] == front(pts, MM)
+        # Peeling: front k is the front of what is left after removing fronts < k.
+        for k in range(max(ranks) + 1):
+            left = [i for i, r in enumerate(ranks) if r >= k]
+            assert [left[j] for j in front([pts[i] for i in left], MM)] == [i for i, r in enumerate(ranks) if r == k]
+
+
+# --------------------------------------------------------------------------- crowding distance
+
+
+def test_crowding_small_fronts_are_infinite():
+    assert crowding_distance([(1, 2), (2, 1), (0, 0)], MM) == [math.inf, math.inf, math.inf]
+
+
+def test_crowding_known_answer():
+    # One front of 4 points on the line x + y = 4, x in {0, 1, 3, 4}. Ranges are 4 for both objectives.
+    # Point x=1: neighbours x=0 and x=3 -> (3-0)/4 in x plus (3-0)/4 in y = 1.5. Point x=3: (4-1)/4 * 2 = 1.5.
+    pts = [(0, 4), (1, 3), (3, 1), (4, 0)]
+    assert crowding_distance(pts, MM) == [math.inf, 1.5, 1.5, math.inf]
+    # Move x=1 to x=2: x=2 gets (3-0)/4*2 = 1.5, x=3 gets (4-2)/4*2 = 1.0.
+    assert crowding_distance([(0, 4), (2, 2), (3, 1), (4, 0)], MM) == [math.inf, 1.5, 1.0, math.inf]
+
+
+def test_crowding_within_own_front_and_scale_free():
+    # Front 0 is the line above; then a second front of three points on x + y = 2 behind it, and (0, 0) last.
+    pts = [(0, 4), (1, 3), (3, 1), (4, 0), (0, 2), (1, 1), (2, 0), (0, 0)]
+    assert nondominated_ranks(pts, MM) == [0, 0, 0, 0, 1, 1, 1, 2]
+    d = crowding_distance(pts, MM)
+    # Within front 1 the ranges are 2: the middle point gets (2-0)/2 + (2-0)/2 = 2; front 0 is unaffected by it.
+    assert d == [math.inf, 1.5, 1.5, math.inf, math.inf, 2.0, math.inf, math.inf]
+    scaled = crowding_distance([(1000 * x, y - 7) for x, y in pts], MM)
+    assert scaled == pytest.approx(d)

@@ -236,6 +236,24 @@ def test_resources_and_budget() -> None:
     fails(space_with(num_samples=0), "num_samples")
 
 
+def test_scheduler() -> None:
+    assert parse(space_with()).scheduler == {"name": "none"}
+    budget9 = {"epochs": 9}
+    assert parse(space_with(budget=budget9, scheduler={"name": "moasha", "eta": 3, "rungs": [1, 3]})).scheduler == {
+        "name": "moasha", "eta": 3, "rungs": [1, 3]}
+    # min_epochs * eta^k below the budget: 1, 3 (9 is the budget itself); 2, 4 with eta 2 and min 2 of 9.
+    assert parse(space_with(budget=budget9, scheduler={"name": "moasha", "eta": 3})).scheduler["rungs"] == [1, 3]
+    assert parse(space_with(budget=budget9, scheduler={"name": "moasha", "eta": 2, "min_epochs": 2})).scheduler["rungs"] == [2, 4, 8]
+    fails(space_with(scheduler={"name": "asha"}), "scheduler.name", "moasha")
+    fails(space_with(scheduler={"name": "moasha", "eta": 1}), "scheduler.eta", ">= 2")
+    fails(space_with(scheduler={"name": "moasha", "rungs": [2]}), "scheduler.rungs", "below budget.epochs (2)")
+    fails(space_with(scheduler={"name": "moasha", "rungs": [3, 1]}, budget=budget9), "scheduler.rungs", "increase")
+    fails(space_with(scheduler={"name": "moasha", "rungs": [0]}, budget=budget9), "scheduler.rungs[0]")
+    fails(space_with(scheduler={"name": "moasha", "rungs": [1], "min_epochs": 1}, budget=budget9), "either rungs or min_epochs")
+    fails(space_with(scheduler={"name": "none", "eta": 3}), "scheduler.eta")
+    fails(space_with(scheduler={"name": "moasha", "grace": 1}), "scheduler", "'grace'")
+
+
 def test_objectives() -> None:
     fails(space_with(objectives=[{"metric": "val_robust_acc", "direction": "max"}]), "objectives[0].metric", "val_pgd_acc")
     fails(space_with(objectives=[{"metric": "val_clean_acc", "direction": "up"}]), "objectives[0].direction")

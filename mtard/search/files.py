@@ -4,6 +4,7 @@
     study.db                       the Optuna study (SQLite): optuna-dashboard sqlite:///…/study.db
     records.jsonl                  one line per finished trial (appended, fsync'ed: survives a crash)
     checkpoints.json               each trial's newest checkpoint as the driver saw it (resume reads it)
+    rungs.jsonl                    MO-ASHA's rung decisions (scheduler: moasha), one line each; resume reads it
     pareto.csv/json, trials.csv,   the review (mtard.search.render), rewritten after every trial
     hypervolume.csv, review/       review/ is a TensorBoard run: the front figure, hypervolume curves
     trial-<id>/                    Tune's trial dir: result.json, progress.csv, TensorBoard curves +
@@ -31,6 +32,7 @@ BASE_CONFIG = "base_config.yaml"
 STUDY = "study.db"
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.json"
+RUNGS = "rungs.jsonl"  # MO-ASHA's decisions, appended and fsync'ed by the rung judge (mtard.search.rungs)
 REVIEW_FILES = ("pareto.csv", "pareto.json", "trials.csv", "hypervolume.csv")
 REVIEW_RUN = "review"  # TensorBoard run (sub-directory of the experiment) holding the review
 VERIFIED_FILES = ("pareto_verified.json", "pareto_verified.csv")
@@ -50,7 +52,7 @@ def train_run_name(trial_id: str) -> str:
 class ExperimentFiles:
     """The driver-side files of an experiment: a local directory, mirrored to a storage URI if any."""
 
-    FILES = (SPACE, BASE_CONFIG, STUDY, RECORDS, CHECKPOINTS, *REVIEW_FILES)
+    FILES = (SPACE, BASE_CONFIG, STUDY, RECORDS, CHECKPOINTS, RUNGS, *REVIEW_FILES)
 
     def __init__(self, storage_root: str, name: str):
         self.storage = storage_root

@@ -21,6 +21,8 @@ from typing import Any
 from mtard.errors import MtardError
 from mtard.storage import json_safe
 
+STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rungs)
+
 
 class Status(StrEnum):
     COMPLETE = "complete"  # trained its whole budget; every objective a finite number
@@ -109,7 +111,8 @@ def classify(metrics: dict, *, budget: int, objectives: list[str], error: str | 
 
     `error` is the message of an exception that ended the trial (None if it returned).
     A trial reports `diverged: 1` (the loss became NaN/inf) or `failed: 1` (an mtard error
-    inside the trial, e.g. a missing teacher file) with the message in `error`.
+    inside the trial, e.g. a missing teacher file) with the message in `error`, and
+    `stopped_by: <reason>` when MO-ASHA stopped it at a rung.
     """
     epochs = int(metrics.get("epoch") or 0)
     if error is not None:
@@ -118,6 +121,8 @@ def classify(metrics: dict, *, budget: int, objectives: list[str], error: str | 
         return Status.DIVERGED, str(metrics.get("error") or "training diverged")
     if metrics.get("failed"):
         return Status.ERROR, str(metrics.get("error") or "the trial failed")
+    if metrics.get(STOP_KEY):
+        return Status.STOPPED, str(metrics[STOP_KEY])
     if epochs < budget:
         return Status.STOPPED, f"stopped after {epochs} of {budget} epochs"
     missing = [m for m in objectives if not finite(metrics.get(m))]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtard.search.files import REVIEW_RUN
-from mtard.search.records import Objective, TrialRecord
+from mtard.search.records import STOP_KEY, Objective, TrialRecord
 from mtard.search.review import ReviewData, compute_review
 from mtard.storage import atomic_write, json_safe
 from mtard.text import text_table
@@ -319,8 +319,16 @@ def pareto_figure(data: ReviewData):  # -> matplotlib.figure.Figure
         if pts:
             ax.scatter(*zip(*pts), s=28, color=colour[m], alpha=0.45, edgecolors="none",
                        label=f"{m or 'trial'} (complete)" if multi else "complete trials")
-    # Excluded trials with numbers (stopped early, running, ...): hollow.
-    pts = [xy(r) for r, _ in data.excluded if finite(r)]
+    # Excluded trials with numbers: hollow. Those MO-ASHA stopped at a rung (their values there),
+    # faint and marked by that epoch; the others (a time budget, failed, running) grey.
+    by_rung = [r for r, _ in data.excluded if finite(r) and r.metrics.get(STOP_KEY)]
+    pts = [xy(r) for r in by_rung]
+    if pts:
+        ax.scatter(*zip(*pts), s=24, facecolors="none", edgecolors="tab:red", alpha=0.5, linewidths=0.8,
+                   label="stopped by MO-ASHA (values at its rung)")
+        for r, (x, y) in zip(by_rung, pts):
+            ax.annotate(f"e{r.epochs}", (x, y), xytext=(3, -8), textcoords="offset points", fontsize=6, color="tab:red", alpha=0.7)
+    pts = [xy(r) for r, _ in data.excluded if finite(r) and not r.metrics.get(STOP_KEY)]
     if pts:
         ax.scatter(*zip(*pts), s=28, facecolors="none", edgecolors="0.55", linewidths=0.9,
                    label="not eligible (stopped / failed / running)")

@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 
 from mtard.errors import MtardError
-from mtard.search.files import BASE_CONFIG, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
+from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
@@ -164,8 +164,10 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     from ray import tune
 
     from mtard.search import tune as search_tune
+    from mtard.search.rungs import start_judge
 
     started = _start_ray(address, space)
+    judge = None
     # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
     # The legacy console output honours verbose=0 (the new one still prints its banner).
     saved_env = {k: os.environ.get(k) for k in ("TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT")}
@@ -176,9 +178,12 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
         concurrency = plan_concurrency(space, capacity, search_tune.node_shapes())
         ray_train = uses_ray_train(space)
         if ray_train:
-            function = search_tune.make_ray_train_trial(space, files.uri)
+            function = search_tune.make_ray_train_trial(space, files.uri, files.name)
         else:
-            function = search_tune.make_direct_trial(space, files.read_checkpoints())
+            function = search_tune.make_direct_trial(space, files.read_checkpoints(), files.name)
+        if space.scheduler["name"] == "moasha":
+            s = space.scheduler
+            judge = start_judge(files.name, space.modes, s["eta"], s["rungs"], files.local / RUNGS)
         trainable = tune.with_resources(function, trial_resources(space, capacity))
         kind = "Ray Train trials" if ray_train else "direct trials"
         print(
@@ -204,6 +209,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
+        if judge is not None:
+            ray.kill(judge)
         if started:
             ray.shutdown()
 

@@ -25,6 +25,9 @@ budget:
   epochs: <base optim.epochs> # every trial trains this many epochs (sets optim.epochs)
   scale_milestones: false     # true: scale optim.milestones by epochs / base epochs (proxy budgets)
   time_budget_s: null         # wall-clock limit of the whole search (Tune's time_budget_s)
+scheduler: {name: none}       # or {name: moasha, eta: 3, rungs: [1, 3]} (or min_epochs: 1 instead of
+                              # rungs: rungs at 1, 3, 9, ... below the budget): stop trials dominated
+                              # on both objectives at a rung (mtard.search.moasha); rungs < budget.epochs
 enqueue_defaults: true        # trial 0 = the base config's value of every searched field
 space:                        # dotted config path -> one distribution
   optim.lr: {loguniform: [0.01, 0.2]}           # low > 0
@@ -80,8 +83,10 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 TOP_KEYS = (
     "base", "set", "objectives", "sampler", "num_samples", "max_concurrent",
-    "resources", "budget", "enqueue_defaults", "space",
+    "resources", "budget", "scheduler", "enqueue_defaults", "space",
 )
+SCHEDULERS = ("none", "moasha")
+SCHEDULER_KEYS = ("name", "eta", "rungs", "min_epochs")
 RESOURCE_KEYS = {
     "workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str, "custom": dict,
     "ray_train": bool,
@@ -202,6 +207,7 @@ class SearchSpace:
     max_concurrent: int | None
     resources: dict  # workers, cpus_per_worker, gpus_per_worker, accelerator_type
     budget: dict  # epochs, scale_milestones, time_budget_s
+    scheduler: dict  # {"name": "none"} or {"name": "moasha", "eta": int, "rungs": [epochs]}
     enqueue_defaults: bool
     params: list[Param] = field(default_factory=list)  # sampling order (conditions first)
 
@@ -315,6 +321,7 @@ class SearchSpace:
             "max_concurrent": self.max_concurrent,
             "resources": dict(self.resources),
             "budget": dict(self.budget),
+            "scheduler": dict(self.scheduler),
             "enqueue_defaults": self.enqueue_defaults,
             "space": {p.path: p.to_yaml() for p in self.params},
         }
@@ -375,7 +382,8 @@ def parse_space(data: dict, *, source: Path | None = None) -> SearchSpace:
         num_samples=_positive_int(data.get("num_samples", 12), "num_samples"),
         max_concurrent=None if data.get("max_concurrent") is None else _positive_int(data["max_concurrent"], "max_concurrent"),
         resources=_parse_resources(_mapping(data.get("resources"), "resources"), base_cfg),
-        budget=_parse_budget(_mapping(data.get("budget"), "budget"), base_cfg),
+        budget=(budget := _parse_budget(_mapping(data.get("budget"), "budget"), base_cfg)),
+        scheduler=_parse_scheduler(_mapping(data.get("scheduler"), "scheduler"), budget["epochs"]),
         enqueue_defaults=coerce(data.get("enqueue_defaults", True), bool, "enqueue_defaults"),
     )
     fixed_cfg = space.fixed_config()
@@ -504,6 +512,46 @@ def _parse_budget(data: dict, base_cfg: TrainConfig) -> dict:
         "scale_milestones": coerce(data.get("scale_milestones", False), bool, "budget.scale_milestones"),
         "time_budget_s": t,
     }
+
+
+def _parse_scheduler(data: dict, epochs: int) -> dict:
+    """`scheduler:` — `none` (every trial trains its budget) or `moasha` (mtard.search.moasha).
+
+    moasha takes `eta` (keep 1/eta at each rung, default 3) and either `rungs` (epochs, each below
+    the budget) or `min_epochs` (default 1), from which the rungs are min_epochs * eta^k below the budget.
+    """
+    _unknown_keys(data, SCHEDULER_KEYS, "scheduler")
+    name = str(data.get("name", "none"))
+    if name not in SCHEDULERS:
+        raise MtardError(f"scheduler.name: {name!r} is not one of {', '.join(SCHEDULERS)}")
+    if name == "none":
+        extra = sorted(set(data) - {"name"})
+        if extra:
+            raise MtardError(f"scheduler.{extra[0]}: only scheduler.name: moasha takes settings")
+        return {"name": "none"}
+    eta = _positive_int(data.get("eta", 3), "scheduler.eta")
+    if eta < 2:
+        raise MtardError(f"scheduler.eta: must be >= 2 (each rung keeps 1/eta of the trials), got {eta}")
+    if "rungs" in data and "min_epochs" in data:
+        raise MtardError("scheduler: give either rungs or min_epochs, not both")
+    if "rungs" in data:
+        raw = data["rungs"]
+        if not isinstance(raw, list) or not raw:
+            raise MtardError(f"scheduler.rungs: a list of epochs such as [1, 3], got {raw!r}")
+        rungs = [_positive_int(r, f"scheduler.rungs[{i}]") for i, r in enumerate(raw)]
+        if rungs != sorted(set(rungs)):
+            raise MtardError(f"scheduler.rungs: epochs must increase without repeats, got {rungs}")
+    else:
+        first = _positive_int(data.get("min_epochs", 1), "scheduler.min_epochs")
+        rungs = []
+        while first * eta ** len(rungs) < epochs:
+            rungs.append(first * eta ** len(rungs))
+    if not rungs or rungs[-1] >= epochs:
+        raise MtardError(
+            f"scheduler.rungs: every rung must be below budget.epochs ({epochs}), got {rungs or 'none'}; "
+            f"lower the rungs (or min_epochs) or raise budget.epochs"
+        )
+    return {"name": "moasha", "eta": eta, "rungs": rungs}
 
 
 def _parse_objectives(data: Any, cfg: TrainConfig) -> list[Objective]:

@@ -40,7 +40,8 @@ from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
 from mtard.search.files import ExperimentFiles, train_run_name
-from mtard.search.records import Status, TrialRecord, append_record, classify, finite, read_records
+from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
+from mtard.search.rungs import RungClient, stop_reason
 from mtard.search.space import SearchSpace
 from mtard.storage import join, put_atomic, read_text, with_scheme
 
@@ -70,8 +71,9 @@ def _failure_report(err: MtardError, epoch: int, objectives: list[str]) -> dict:
 class TuneContext(Context):
     """The loop's view of a direct trial: one process; checkpoints and metrics through Tune."""
 
-    def __init__(self, device, newest: dict | None = None):
+    def __init__(self, device, newest: dict | None = None, rungs: RungClient | None = None):
         super().__init__(device)
+        self.rungs = rungs
         # The driver's record of this trial's newest checkpoint (checkpoints.json): after a driver
         # crash it can be newer than the one in Tune's saved state, which is a few seconds old.
         self._newest = newest or {}
@@ -97,6 +99,12 @@ class TuneContext(Context):
             self.resumed_from = location.rsplit("/", 1)[0]
         return self._state
 
+    def rung_stop(self, epoch: int, metrics: dict) -> bool:
+        reason = stop_reason(self.rungs, epoch, metrics)
+        if reason:
+            metrics[STOP_KEY] = reason
+        return reason is not None
+
     def save_best(self, payload: dict) -> None:
         """`BEST_FILE` in the trial's storage folder, beside (and outliving) Tune's `checkpoint_*` folders."""
         storage = _trial_storage()
@@ -120,7 +128,20 @@ def _local_copy(location: str, folder: Path) -> Path:
     return download(location, folder / CHECKPOINT_FILE) if is_uri(location) else Path(location)
 
 
-def make_direct_trial(space: SearchSpace, newest: dict[str, dict]):
+def rung_client(space: SearchSpace, experiment: str, trial_id: str, config: dict) -> RungClient | None:
+    """How this trial asks the rung judge, or None when the space has no scheduler."""
+    s = space.scheduler
+    if s["name"] != "moasha":
+        return None
+    return RungClient(experiment, trial_id, tuple(s["rungs"]), tuple(space.metrics), protected=bool(config.get(DEFAULT_KEY)))
+
+
+def _finished(metrics: dict, budget: int) -> bool:
+    """Trained its budget, or stopped at a rung: a restarted trial reports this again, trains nothing."""
+    return int(metrics.get("epoch") or 0) >= budget or bool(metrics.get(STOP_KEY))
+
+
+def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: str):
     """The Tune trainable of a one-worker trial: the epoch loop itself, in the trial's process."""
 
     def direct_trial(config: dict) -> None:
@@ -130,10 +151,11 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict]):
         trial_id = tune.get_context().get_trial_id()
         cfg = space.trial_config(trial_params(config, space), name=f"trial-{trial_id}")
         # The trial's reserved GPU is the only one Ray lets it see; a CPU trial stays on the CPU.
-        ctx = TuneContext(resolve_device("cuda" if cfg.scaling.gpus_per_worker > 0 else "cpu"), newest.get(trial_id))
+        device = resolve_device("cuda" if cfg.scaling.gpus_per_worker > 0 else "cpu")
+        ctx = TuneContext(device, newest.get(trial_id), rung_client(space, experiment, trial_id, config))
         try:
             state = ctx.latest_checkpoint()
-            if state is not None and int(state["epoch"]) >= cfg.optim.epochs:
+            if state is not None and _finished(state["metrics"], cfg.optim.epochs):
                 # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
                 tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: ctx.resumed_from, REPLAYED_KEY: 1})
                 return
@@ -170,7 +192,7 @@ def train_run_state(train_storage: str, run_name: str) -> dict | None:
     }
 
 
-def make_ray_train_trial(space: SearchSpace, train_storage: str):
+def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str):
     """The Tune trainable of a Ray Train trial: a driver that builds and fits the trial's TorchTrainer."""
 
     def ray_train_trial(config: dict) -> None:
@@ -178,14 +200,16 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str):
 
         from mtard.distributed import build_trainer, fit_trainer
 
-        name = train_run_name(tune.get_context().get_trial_id())
+        trial_id = tune.get_context().get_trial_id()
+        name = train_run_name(trial_id)
         cfg = space.trial_config(trial_params(config, space), name=name)
         state = train_run_state(train_storage, name)
-        if state and int(state["metrics"].get("epoch", 0)) >= cfg.optim.epochs:
+        if state and _finished(state["metrics"], cfg.optim.epochs):
             # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
             tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0], REPLAYED_KEY: 1})
             return
-        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()])
+        rungs = rung_client(space, experiment, trial_id, config)
+        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], rungs=rungs)
         try:
             fit_trainer(trainer, train_storage)
         except MtardError as err:
@@ -236,8 +260,11 @@ class MtardOptunaSearch(OptunaSearch):
         if status is Status.COMPLETE:
             return super().on_trial_complete(trial_id, result, error)
         state = optuna.trial.TrialState.PRUNED if status is Status.STOPPED else optuna.trial.TrialState.FAIL
+        attrs = {"mtard_status": str(status), "mtard_reason": reason[:1000]}
+        if (result or {}).get(STOP_KEY):  # stopped at a rung: keep the values it was judged on
+            attrs.update({"mtard_rung_epoch": result.get("epoch"), **{f"mtard_rung_{m}": result.get(m) for m in self.metric}})
         try:
-            _tell_optuna(self, trial_id, state, {"mtard_status": str(status), "mtard_reason": reason[:1000]})
+            _tell_optuna(self, trial_id, state, attrs)
         except Exception as exc:  # e.g. already finished in the study: log, never crash the search
             print(f"[search] warning: could not tell Optuna about trial {trial_id}: {exc}", file=sys.stderr)
         _mark_told(self, trial_id)

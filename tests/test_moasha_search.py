@@ -1,0 +1,134 @@
+"""MO-ASHA inside a real search (real Ray, Optuna, torch; CPU): dominated trials stop at a rung.
+
+One search per kind of trial: *direct* trials, and *Ray Train* trials of 2 workers (every rank must
+leave the loop at the same epoch). The learning rate choice includes one that learns nothing in an
+epoch (1e-5), so trials with it are dominated at the rung. Checked: a stopped trial has its checkpoint
+at its stop epoch, its record says why, it is PRUNED in the Optuna study with the values it was judged
+on, it is absent from pareto.csv, rungs.jsonl holds one decision per trial, and no placement group is
+left. A SIGKILL of the driver and `--resume` must not re-decide a rung nor run a stopped trial again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from test_search_run import DIRECT, RAY_TRAIN_2, _kill_session, _start_search, _wait_for, load_study, read_csv, read_lines, write_space
+
+from mtard.checkpoint import read
+
+pytestmark = pytest.mark.slow
+
+# kind -> (resources, trials, max_concurrent)
+KINDS = {"direct": (DIRECT, 8, 2), "ray_train": (RAY_TRAIN_2, 4, 1)}
+SPACE = {"optim.lr": {"choice": [1.0e-5, 0.2]}}
+SCHEDULER = {"name": "moasha", "eta": 2, "rungs": [1]}
+
+
+def _space(root: Path, catalog: Path, kind: str) -> Path:
+    import yaml
+
+    resources, trials, concurrency = KINDS[kind]
+    # SAT (no teachers) learns in one epoch at lr 0.2 (the base value: the protected defaults trial),
+    # so a 1e-5 trial, still at its initial weights, is dominated at the rung.
+    path = write_space(root / "space", catalog, num_samples=trials, epochs=3, resources=resources, space=SPACE,
+                       max_concurrent=concurrency, base_lr=0.2, extra_set={"method.name": "sat"})
+    data = yaml.safe_load(path.read_text())
+    data["scheduler"] = SCHEDULER
+    data["sampler"] = {"name": "random", "seed": 6}  # draws 1e-5 for the 2nd and 3rd trials
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def search(request, tmp_path_factory, _trained_teacher_store):
+    import ray
+
+    from mtard.search.run import run_search
+
+    catalog, teachers_root = _trained_teacher_store
+    root = tmp_path_factory.mktemp(f"moasha_{request.param}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MTARD_TEACHERS", str(teachers_root))
+        ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+        try:
+            data = run_search(_space(root, catalog, request.param), storage=str(root / "runs"), name="m")
+            yield SimpleNamespace(kind=request.param, exp=root / "runs" / "m", data=data, pgs=ray.util.placement_group_table())
+        finally:
+            ray.shutdown()
+
+
+def test_dominated_trials_stop_at_the_rung_and_stay_off_the_front(search) -> None:
+    exp = search.exp
+    trials = {r["trial_id"]: r for r in read_csv(exp / "trials.csv")}
+    decisions = read_lines(exp / "rungs.jsonl")
+    assert sorted(d["trial_id"] for d in decisions) == sorted(trials)  # every trial judged once at epoch 1
+    assert all(d["rung"] == 1 for d in decisions)
+    stopped = {d["trial_id"]: d for d in decisions if d["action"] == "stop"}
+    assert stopped, "the 1e-5 learning rate must be dominated at the rung"
+    on_front = {r["trial_id"] for r in read_csv(exp / "pareto.csv")}
+    records = {r.trial_id: r for r in search.data.records}
+    for tid, d in stopped.items():
+        r = records[tid]
+        assert r.status == "stopped" and r.epochs == 1 and not r.is_default
+        assert r.reason.startswith("stopped by MO-ASHA at epoch 1: front ") and f"kept {d['kept']}" in r.reason
+        assert tid not in on_front
+        assert read(r.checkpoint)["epoch"] == 1  # the stop epoch's checkpoint is kept
+        assert read(r.checkpoint)["metrics"]["stopped_by"] == r.reason
+    for tid, r in records.items():
+        if tid not in stopped:
+            assert r.status == "complete" and r.epochs == 3, (tid, r.status, r.reason)
+    # the enqueued defaults trial is never stopped
+    assert all(not records[tid].is_default for tid in stopped)
+
+
+def test_stopped_trials_are_pruned_in_optuna_with_their_rung_values(search) -> None:
+    decisions = {d["trial_id"]: d for d in read_lines(search.exp / "rungs.jsonl")}
+    by_tune = {t.user_attrs["tune_trial_id"]: t for t in load_study(search.exp).trials}
+    for tid, d in decisions.items():
+        t = by_tune[tid]
+        if d["action"] == "stop":
+            assert t.state == optuna.trial.TrialState.PRUNED
+            assert t.user_attrs["mtard_rung_epoch"] == 1
+            assert [t.user_attrs["mtard_rung_val_clean_acc"], t.user_attrs["mtard_rung_val_pgd_acc"]] == d["values"]
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_no_placement_group_is_left_behind(search) -> None:
+    if search.kind == "ray_train":
+        assert search.pgs, "the Ray Train trials created placement groups"
+    assert all(pg["state"] == "REMOVED" for pg in search.pgs.values()), search.pgs
+
+
+def test_sigkill_then_resume_decides_no_rung_twice(tmp_path: Path, trained_teachers: Path) -> None:
+    space = _space(tmp_path, trained_teachers, "direct")
+    exp = tmp_path / "runs" / "k"
+    args = [str(space), "--storage", str(tmp_path / "runs"), "--name", "k"]
+    proc = _start_search(args, tmp_path, tmp_path / "first.log")
+    rungs = exp / "rungs.jsonl"
+    try:
+        _wait_for(lambda: rungs.is_file() and len(rungs.read_text().splitlines()) >= 3, 240, proc, "three rung decisions")
+    finally:
+        _kill_session(proc)
+    before = read_lines(rungs)
+    done = subprocess.run([sys.executable, "-m", "mtard.cli", "search", "--resume", str(exp)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = read_lines(rungs)
+    assert after[: len(before)] == before  # nothing re-decided or rewritten
+    assert len({(d["trial_id"], d["rung"]) for d in after}) == len(after)  # each (trial, rung) once
+    records = {r["trial_id"]: r for r in read_lines(exp / "records.jsonl")}
+    # A stopped trial never trained past its rung, before or after the kill. (A trial started in the
+    # last ~2 s before the kill is not in Tune's saved state: it is never resumed and has no record.)
+    stopped = [d["trial_id"] for d in after if d["action"] == "stop" and d["trial_id"] in records]
+    assert stopped
+    for tid in stopped:
+        assert records[tid]["status"] == "stopped" and records[tid]["epochs"] == 1
+    assert json.loads((exp / "pareto.json").read_text())["front"]
