@@ -32,7 +32,7 @@ from mtard.search.space import load_space
 
 
 def train_one(cfg) -> list[dict]:
-    from mtard.loop import train_local
+    from mtard.train import train_local
 
     train_local(cfg)
     return [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         configs = sample_configs(space, args.configs, args.seed, out)
-        from mtard.teachers import ensure_teachers, load_catalog
+        from mtard.teachers import load_catalog
+        from mtard.train import ensure_teachers
 
         # Train missing teachers once, before parallel runs race for them.
         ensure_teachers(load_catalog(configs[0].teachers.catalog), space.teacher_names(), configs[0].data.name)

@@ -78,7 +78,9 @@ def test_digits_tiny_is_the_embedded_default() -> None:
     assert cfg.data.name == "digits" and cfg.scaling.gpus_per_worker == 0
     choices = {p.path: p.choices for p in space.params if p.kind == "choice"}
     assert len(choices["teachers.clean"]) >= 2 and len(choices["teachers.robust"]) >= 2
-    assert cfg.optim.milestones == [3]  # [10, 13] of 15 epochs scaled to the 4-epoch budget
+    assert cfg.optim.milestones == [5, 7]  # [10, 13] of 15 epochs scaled to the 8-epoch budget
+    assert space.scheduler == {"name": "moasha", "eta": 3, "rungs": [1, 4]}  # stops losers early
+    assert "attack.eps" in space.param_paths  # moves trials along the trade-off: a front, not a point
 
 
 def test_gpu_spaces_use_gpus_bf16_and_channels_last() -> None:
