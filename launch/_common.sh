@@ -30,6 +30,18 @@ show() {
 # Print the exact command, then run it.
 run() { show "$@"; "$@"; }
 
+# `ray job submit ...`: shown only when $dry_run is 1, else run, with ray's own output on stderr
+# (stdout carries only the job id the caller prints).
+submit_job() {
+  if (( dry_run )); then
+    show "$@"
+    say "dry run: not submitted"
+    exit 0
+  fi
+  need ray
+  run "$@" >&2
+}
+
 want_help() {
   local a
   for a in "$@"; do

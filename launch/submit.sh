@@ -88,14 +88,7 @@ use_token_auth_if_available
 cmd=(ray job submit --address "$RAY_ADDRESS" --submission-id "$job_id"
      --working-dir "$working_dir" --entrypoint-resources '{"mtard_driver": 1}' --no-wait
      -- ${entry_env[@]+"${entry_env[@]}"} mtard search "$space_path" --storage "$storage" ${name_args[@]+"${name_args[@]}"} ${extra[@]+"${extra[@]}"})
-if (( dry_run )); then
-  show "${cmd[@]}"
-  say "dry run: not submitted"
-  exit 0
-fi
-need ray
-# ray's own output goes to stderr so that stdout carries only the job id.
-run "${cmd[@]}" >&2
+submit_job "${cmd[@]}"
 say "submitted; results: $storage/$name"
 say "follow: launch/logs.sh $job_id    fetch: launch/fetch.sh $storage/$name"
 printf '%s\n' "$job_id"

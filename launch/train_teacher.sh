@@ -35,12 +35,6 @@ job_id="mtard-teachers-$(date -u +%s)-$RANDOM"
 use_token_auth_if_available
 cmd=(ray job submit --address "$RAY_ADDRESS" --submission-id "$job_id" --working-dir "${MTARD_WORKING_DIR:-.}"
      --entrypoint-num-gpus 1 --no-wait -- mtard teachers train "${names[@]}" --publish "$storage")
-if (( dry_run )); then
-  show "${cmd[@]}"
-  say "dry run: not submitted"
-  exit 0
-fi
-need ray
-run "${cmd[@]}" >&2
+submit_job "${cmd[@]}"
 say "submitted; follow: launch/logs.sh $job_id"
 printf '%s\n' "$job_id"

@@ -170,9 +170,13 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     judge = None
     # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
     # The legacy console output honours verbose=0 (the new one still prints its banner).
-    saved_env = {k: os.environ.get(k) for k in ("TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT")}
+    # Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
+    # crash); Tune would warn about that every few seconds on short epochs.
+    quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+    saved_env = {k: os.environ.get(k) for k in ("TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT", quiet_snapshots)}
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault(quiet_snapshots, "0")
     try:
         capacity = search_tune.cluster_capacity()
         concurrency = plan_concurrency(space, capacity, search_tune.node_shapes())
