@@ -52,7 +52,7 @@ def run(space_path: Path, storage: Path, name: str, num_samples: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="search_spaces/digits_tiny.yaml")
-    parser.add_argument("--num-samples", type=int, default=12, help="trials of the direct search (digits_tiny: 12)")
+    parser.add_argument("--num-samples", type=int, default=12, help="trials of the direct search (digits_tiny itself ships 40)")
     parser.add_argument("--ray-train-samples", type=int, default=4, help="trials of the Ray Train search")
     parser.add_argument("--out", help="storage directory (default: a temporary one)")
     args = parser.parse_args()

@@ -21,8 +21,8 @@ usage: launch/rehearse.sh [--space SPACE] [--timeout SECONDS] [--keep-running] [
     re-extracts the package into the same shared directory and deletes it under the running job;
  4. waits for the job (default timeout 1800 s; fails early if Ray reports an infeasible request);
  5. checks: the job SUCCEEDED; RUN/storage/rehearsal/pareto.csv has a header and a row; the
-    job's Ray Train workers ran on >= 2 distinct worker nodes and never on the head; its Train
-    controllers (hence trial drivers) ran on the head; every trial_nodes.json the search wrote
+    job's trials trained on >= 2 distinct worker nodes and never on the head (direct trials: the
+    Tune trial processes; Ray Train trials: their workers, with controllers and drivers on the head); every trial_nodes.json the search wrote
     under RUN/storage/rehearsal ({"node_ids": [...]}) agrees; the job left no placement group
     behind (a leak would hang later trials); the teachers, which only the driver's cache
     (\$MTARD_TEACHERS, else RUN/driver_teachers) has, were staged in RUN/storage/teachers and
@@ -374,12 +374,20 @@ actors = [a for a in list_actors(address=addr, detail=True, limit=10000,
                                  filters=[("job_id", "=", job_hex)], raise_on_missing_output=False)]
 train_nodes = {a.node_id for a in actors if a.class_name == "RayTrainWorker" and a.node_id}
 ctrl_nodes = {a.node_id for a in actors if a.class_name == "TrainController" and a.node_id}
+# Tune's function-trainable actors: the trials themselves (one-worker "direct" trials train in
+# them) or, for Ray Train trials, their drivers.
+trial_nodes = {a.node_id for a in actors if a.class_name == "ImplicitFunc" and a.node_id}
 short = lambda ids: sorted(i[-8:] for i in ids)
-check(len(train_nodes & workers_nodes) >= 2,
-      f"Ray Train workers ran on >= 2 worker nodes (State API: {short(train_nodes)})")
-check(not (train_nodes & head), "no Ray Train worker ran on the head")
-check(bool(ctrl_nodes) and ctrl_nodes <= head,
-      f"Train controllers / trial drivers ran on the head only ({short(ctrl_nodes)})")
+if train_nodes or ctrl_nodes:  # Ray Train trials (workers > 1 or resources.ray_train)
+    check(len(train_nodes & workers_nodes) >= 2,
+          f"Ray Train workers ran on >= 2 worker nodes (State API: {short(train_nodes)})")
+    check(not (train_nodes & head), "no Ray Train worker ran on the head")
+    check(bool(ctrl_nodes) and ctrl_nodes <= head,
+          f"Train controllers / trial drivers ran on the head only ({short(ctrl_nodes)})")
+else:  # direct trials: each trains in its own Tune trial process
+    check(len(trial_nodes & workers_nodes) >= 2,
+          f"direct trials trained on >= 2 worker nodes (State API: {short(trial_nodes)})")
+    check(not (trial_nodes & head), "no trial trained on the head")
 
 # Node ids recorded by the search itself: any trial_nodes.json under the experiment,
 # {"node_ids": [hex node id of each Train worker, ...], ...}.
