@@ -640,3 +640,35 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Pa
     # the epoch after the checkpoint adds its time to the time measured before the kill
     assert resumed["time_in_epochs_s"] == before["time_in_epochs_s"] + resumed["epoch_time_s"]
     assert [r["epoch"] for r in rows][-1] == epochs and record["metrics"]["epoch"] == epochs
+
+
+@pytest.mark.slow
+def test_a_search_on_the_selected_epoch_keeps_best_pt_for_its_front(tmp_path: Path, trained_teachers: Path) -> None:
+    """eval.select: best in a search: objectives from the selected epoch, and best.pt stands for each trial."""
+    import ray
+
+    from mtard.checkpoint import read
+    from mtard.search.run import run_search
+
+    space_path = write_space(tmp_path / "space", trained_teachers, num_samples=2, epochs=3,
+                             space={"optim.lr": {"loguniform": [0.01, 0.2]}},
+                             extra_set={"eval.select": "best", "eval.select_every": 1})
+    data = yaml.safe_load(space_path.read_text())
+    data["objectives"] = [{"metric": "selected_val_clean_acc", "direction": "max"},
+                          {"metric": "selected_val_pgd_acc", "direction": "max"}]
+    space_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
+    try:
+        review = run_search(space_path, storage=str(tmp_path / "runs"), name="b")
+    finally:
+        ray.shutdown()
+    complete = [r for r in review.records if r.status == "complete"]
+    assert len(complete) == 2
+    for r in complete:
+        assert r.checkpoint.endswith("/best.pt"), r.checkpoint
+        best = read(r.checkpoint)
+        assert best["epoch"] == r.metrics["selected_epoch"] >= 1
+        assert best["metrics"]["val_pgd_acc"] == r.metrics["selected_val_pgd_acc"]
+    front = json.loads((tmp_path / "runs" / "b" / "pareto.json").read_text())["front"]
+    assert front and all(m["checkpoint"].endswith("/best.pt") for m in front)
