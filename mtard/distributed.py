@@ -82,13 +82,10 @@ class RayContext(Context):
         """Rank 0 asks the judge; its answer reaches every rank, so all leave the loop together."""
         if self.rungs is None or epoch not in self.rungs.rungs:
             return False
-        from mtard.search.records import STOP_KEY
-        from mtard.search.rungs import stop_reason
+        from mtard.search.rungs import judged_stop
 
-        reason = stop_reason(self.rungs, epoch, metrics) if self.rank == 0 else None
-        if reason:
-            metrics[STOP_KEY] = reason
-        return bool(self.all_reduce_sum(torch.tensor([1.0 if reason else 0.0], device=self.device)).item() > 0)
+        stop = judged_stop(self.rungs, epoch, metrics) if self.rank == 0 else False
+        return bool(self.all_reduce_sum(torch.tensor([1.0 if stop else 0.0], device=self.device)).item() > 0)
 
     def once_per_node(self, fn) -> None:
         if self.local_rank == 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtard.search.moasha import RungDecision, RungJournal, RungRule
+from mtard.search.records import STOP_KEY
 
 
 class RungJudge:
@@ -83,7 +84,10 @@ class RungClient:
         return RungDecision.from_dict(answer)
 
 
-def stop_reason(client: RungClient | None, epoch: int, metrics: dict) -> str | None:
-    """The reason to stop after this epoch if the judge says so (None: continue, or no scheduler)."""
+def judged_stop(client: RungClient | None, epoch: int, metrics: dict) -> bool:
+    """Whether the judge stops the trial after this epoch; if so its reason goes into `metrics[STOP_KEY]`."""
     decision = client.ask(epoch, metrics) if client is not None else None
-    return decision.reason() if decision is not None and decision.stopped else None
+    if decision is None or not decision.stopped:
+        return False
+    metrics[STOP_KEY] = decision.reason()
+    return True

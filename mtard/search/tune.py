@@ -41,7 +41,7 @@ from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
 from mtard.search.files import ExperimentFiles, train_run_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
-from mtard.search.rungs import RungClient, stop_reason
+from mtard.search.rungs import RungClient, judged_stop
 from mtard.search.space import SearchSpace
 from mtard.storage import join, put_atomic, read_text, with_scheme
 
@@ -100,10 +100,7 @@ class TuneContext(Context):
         return self._state
 
     def rung_stop(self, epoch: int, metrics: dict) -> bool:
-        reason = stop_reason(self.rungs, epoch, metrics)
-        if reason:
-            metrics[STOP_KEY] = reason
-        return reason is not None
+        return judged_stop(self.rungs, epoch, metrics)
 
     def save_best(self, payload: dict) -> None:
         """`BEST_FILE` in the trial's storage folder, beside (and outliving) Tune's `checkpoint_*` folders."""
