@@ -100,6 +100,32 @@ def trained_teachers(_trained_teacher_store: tuple[Path, Path], monkeypatch: pyt
     return catalog_path
 
 
+@pytest.fixture(scope="module")
+def local_ray(_trained_teacher_store: tuple[Path, Path]):
+    """One local Ray (2 CPUs, the `mtard_driver` resource of a cluster head) for a module's searches.
+
+    Started once per module rather than once per search: a start costs seconds, and a test that
+    starts its own while a module fixture's Ray is still up would fail. Ray's workers inherit
+    $MTARD_TEACHERS (the trained tiny teachers) from ray.init; Ray Train polls its workers as
+    often as in a search started by `mtard search`.
+    """
+    import ray
+
+    from mtard.distributed import FAST_POLLING
+
+    _, root = _trained_teacher_store
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MTARD_TEACHERS", str(root))
+        for key, value in FAST_POLLING.items():  # what `mtard search` sets when it starts a local Ray
+            mp.setenv(key, value)
+        ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path):
     """`make_cfg(method, *overrides)`: a tiny digits TrainConfig (MLP, 1 epoch, 2-step attacks) under tmp_path."""

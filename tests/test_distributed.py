@@ -187,9 +187,16 @@ def _teacher_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 @pytest.fixture
 def teachers(_teacher_store, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """$MTARD_TEACHERS -> the trained teachers, set *before* a cluster starts so its workers inherit it."""
+    """$MTARD_TEACHERS -> the trained teachers, set *before* a cluster starts so its workers inherit it.
+
+    Also Ray Train's fast polling, as `mtard train --workers N` sets it when it starts Ray itself.
+    """
+    from mtard.distributed import FAST_POLLING
+
     catalog, root = _teacher_store
     monkeypatch.setenv("MTARD_TEACHERS", str(root))
+    for key, value in FAST_POLLING.items():
+        monkeypatch.setenv(key, value)
     return catalog
 
 
@@ -325,7 +332,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, recording, d
     def killer() -> None:
         # SIGKILL rank 1 once it is inside epoch 2 *and* the controller has committed epoch 1's
         # checkpoint. Ray Train commits a checkpoint only after it has polled every rank's report
-        # (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s): a worker killed sooner takes its
+        # (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: 0.5 s here, 2 s by default): a worker killed sooner takes its
         # report with it, and the restart repeats the epoch from the previous checkpoint.
         while not stop.is_set():
             if pid_file.exists() and 1 in committed_epochs(run_dir):

@@ -25,7 +25,8 @@ from mtard.checkpoint import read
 pytestmark = pytest.mark.slow
 
 # kind -> (resources, trials, max_concurrent)
-KINDS = {"direct": (DIRECT, 8, 2), "ray_train": (RAY_TRAIN_2, 4, 1)}
+KINDS = {"direct": (DIRECT, 8, 2), "ray_train": (RAY_TRAIN_2, 2, 1)}
+EPOCHS = 2  # one epoch past the rung: kept trials finish, stopped ones end at the rung
 SPACE = {"optim.lr": {"choice": [1.0e-5, 0.2]}}
 SCHEDULER = {"name": "moasha", "eta": 2, "rungs": [1]}
 
@@ -36,7 +37,7 @@ def _space(root: Path, catalog: Path, kind: str) -> Path:
     resources, trials, concurrency = KINDS[kind]
     # SAT (no teachers) learns in one epoch at lr 0.2 (the base value: the protected defaults trial),
     # so a 1e-5 trial, still at its initial weights, is dominated at the rung.
-    path = write_space(root / "space", catalog, num_samples=trials, epochs=3, resources=resources, space=SPACE,
+    path = write_space(root / "space", catalog, num_samples=trials, epochs=EPOCHS, resources=resources, space=SPACE,
                        max_concurrent=concurrency, base_lr=0.2, extra_set={"method.name": "sat"})
     data = yaml.safe_load(path.read_text())
     data["scheduler"] = SCHEDULER
@@ -46,22 +47,13 @@ def _space(root: Path, catalog: Path, kind: str) -> Path:
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
-def search(request, tmp_path_factory, _trained_teacher_store):
-    import ray
-
+def search(request, tmp_path_factory, _trained_teacher_store, local_ray):
     from mtard.search.run import run_search
 
-    catalog, teachers_root = _trained_teacher_store
+    catalog, _ = _trained_teacher_store
     root = tmp_path_factory.mktemp(f"moasha_{request.param}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MTARD_TEACHERS", str(teachers_root))
-        ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
-        try:
-            data = run_search(_space(root, catalog, request.param), storage=str(root / "runs"), name="m")
-            yield SimpleNamespace(kind=request.param, exp=root / "runs" / "m", data=data, pgs=ray.util.placement_group_table())
-        finally:
-            ray.shutdown()
+    data = run_search(_space(root, catalog, request.param), storage=str(root / "runs"), name="m")
+    return SimpleNamespace(kind=request.param, exp=root / "runs" / "m", data=data, pgs=local_ray.util.placement_group_table())
 
 
 def test_dominated_trials_stop_at_the_rung_and_stay_off_the_front(search) -> None:
@@ -83,7 +75,7 @@ def test_dominated_trials_stop_at_the_rung_and_stay_off_the_front(search) -> Non
         assert read(r.checkpoint)["metrics"]["stopped_by"] == r.reason
     for tid, r in records.items():
         if tid not in stopped:
-            assert r.status == "complete" and r.epochs == 3, (tid, r.status, r.reason)
+            assert r.status == "complete" and r.epochs == EPOCHS, (tid, r.status, r.reason)
     # the enqueued defaults trial is never stopped
     assert all(not records[tid].is_default for tid in stopped)
 

@@ -356,14 +356,12 @@ KINDS = {
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
-def search(request, tmp_path_factory, _trained_teacher_store):
+def search(request, tmp_path_factory, _trained_teacher_store, local_ray):
     """One search: 1 epoch per trial; the defaults trial (lr 1e6) diverges."""
-    import ray
-
     from mtard.search.run import run_search
 
     resources, trials = KINDS[request.param]
-    catalog, teachers_root = _trained_teacher_store
+    catalog, _ = _trained_teacher_store
     root = tmp_path_factory.mktemp(f"search_{request.param}")
     space_path = write_space(
         root / "space", catalog, num_samples=trials, epochs=1, base_lr=DIVERGING_LR, resources=resources,
@@ -374,16 +372,9 @@ def search(request, tmp_path_factory, _trained_teacher_store):
             "balance.tau_max": {"uniform": [2, 10], "when": {"balance.learn_temperature": True}},
         },
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MTARD_TEACHERS", str(teachers_root))  # Ray's workers inherit it from ray.init
-        ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
-        try:
-            data = run_search(space_path, storage=str(root / "runs"), name="s")
-            pgs = ray.util.placement_group_table()
-            yield SimpleNamespace(kind=request.param, exp=root / "runs" / "s", data=data, pgs=pgs, trials=trials)
-        finally:
-            ray.shutdown()
+    data = run_search(space_path, storage=str(root / "runs"), name="s")
+    pgs = local_ray.util.placement_group_table()
+    return SimpleNamespace(kind=request.param, exp=root / "runs" / "s", data=data, pgs=pgs, trials=trials)
 
 
 @pytest.mark.slow
@@ -488,22 +479,20 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, w
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver, then whatever it started (its session) that outlives it."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
+    """SIGKILL the driver and everything it started (its session: the local Ray it ran), as a lost machine would."""
+    for target in (lambda: os.kill(proc.pid, signal.SIGKILL), lambda: os.killpg(proc.pid, signal.SIGKILL)):
+        try:
+            target()
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # until the kernel has reaped them (ports, files freed)
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
             return
-        time.sleep(0.5)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    time.sleep(2)
+        time.sleep(0.1)
 
 
 def _start_search(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
@@ -515,8 +504,10 @@ def _start_search(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.parametrize("resources", [DIRECT, RAY_TRAIN_1], ids=["direct", "ray_train"])
 def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_path: Path, trained_teachers: Path, resources: dict) -> None:
+    # The catalog path is relative to the search's working directory: trials must read the same file.
+    catalog = Path(os.path.relpath(trained_teachers, tmp_path))
     space_path = write_space(
-        tmp_path / "space", trained_teachers, num_samples=3, epochs=2, resources=resources,
+        tmp_path / "space", catalog, num_samples=3, epochs=2, resources=resources,
         space={"optim.lr": {"loguniform": [0.01, 0.2]}, "balance.w_lr": {"loguniform": [0.005, 0.1]}},
     )
     exp = tmp_path / "runs" / "killed"
@@ -643,10 +634,8 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_a_search_on_the_selected_epoch_keeps_best_pt_for_its_front(tmp_path: Path, trained_teachers: Path) -> None:
+def test_a_search_on_the_selected_epoch_keeps_best_pt_for_its_front(tmp_path: Path, trained_teachers: Path, local_ray) -> None:
     """eval.select: best in a search: objectives from the selected epoch, and best.pt stands for each trial."""
-    import ray
-
     from mtard.checkpoint import read
     from mtard.search.run import run_search
 
@@ -657,12 +646,7 @@ def test_a_search_on_the_selected_epoch_keeps_best_pt_for_its_front(tmp_path: Pa
     data["objectives"] = [{"metric": "selected_val_clean_acc", "direction": "max"},
                           {"metric": "selected_val_pgd_acc", "direction": "max"}]
     space_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
-             configure_logging=False, log_to_driver=False)
-    try:
-        review = run_search(space_path, storage=str(tmp_path / "runs"), name="b")
-    finally:
-        ray.shutdown()
+    review = run_search(space_path, storage=str(tmp_path / "runs"), name="b")
     complete = [r for r in review.records if r.status == "complete"]
     assert len(complete) == 2
     for r in complete:

@@ -172,11 +172,15 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     # The legacy console output honours verbose=0 (the new one still prints its banner).
     # Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
     # crash); Tune would warn about that every few seconds on short epochs.
+    # Trials stay in their process's working directory (the driver's locally, the job's working
+    # dir on a cluster node), as Ray Train workers do: a relative teachers.catalog or data.root in
+    # the space then means the same files in a trial as in the driver that checked them. Tune's
+    # default moves each trial into its own log folder, where they are not.
     quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
-    saved_env = {k: os.environ.get(k) for k in ("TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT", quiet_snapshots)}
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault(quiet_snapshots, "0")
+    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    saved_env = {k: os.environ.get(k) for k in defaults}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
     try:
         capacity = search_tune.cluster_capacity()
         concurrency = plan_concurrency(space, capacity, search_tune.node_shapes())
