@@ -16,7 +16,7 @@ For each it prints, from the search's own records (records.jsonl):
     at once: 1.0 would be a search that does nothing but train and validate.
 Teachers are trained before the clock starts (they are cached across searches).
 
-    python benchmarks/search_overhead.py [--num-samples 12] [--ray-train-samples 4]
+    python benchmarks/search_overhead.py [--num-samples N] [--ray-train-samples 4]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(space_path: Path, storage: Path, name: str, num_samples: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="search_spaces/digits_tiny.yaml")
-    parser.add_argument("--num-samples", type=int, default=12, help="trials of the direct search (digits_tiny itself ships 40)")
+    parser.add_argument("--num-samples", type=int, help="trials of the direct search (default: the space's own, 40 for digits_tiny)")
     parser.add_argument("--ray-train-samples", type=int, default=4, help="trials of the Ray Train search")
     parser.add_argument("--out", help="storage directory (default: a temporary one)")
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> None:
              configure_logging=False, log_to_driver=False)
     ray_start = time.perf_counter() - t0
     try:
-        direct = run(Path(args.space), storage, "direct", args.num_samples)
+        direct = run(Path(args.space), storage, "direct", args.num_samples or space.num_samples)
         train = run(ray_train_space, storage, "ray_train", args.ray_train_samples)
     finally:
         ray.shutdown()

@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from test_search_run import DIRECT, RAY_TRAIN_2, _kill_session, _start_search, _wait_for, load_study, read_csv, read_lines, write_space
+from test_search_resume import _kill_session, _start_search, _wait_for
+from test_search_run import DIRECT, RAY_TRAIN_2, load_study, read_csv, read_lines, write_space
 
 from mtard.checkpoint import read
 
