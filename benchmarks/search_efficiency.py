@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--moasha-trials", type=int, help="trials per MO-ASHA search (default: 2 x --trials)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
+    moasha_trials = 2 * args.trials if args.moasha_trials is None else args.moasha_trials
 
     import ray
 
@@ -84,14 +85,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtard-efficiency-") as tmp:
         for seed in args.seeds:
             for arm in ARMS:
-                trials = (args.moasha_trials or 2 * args.trials) if ARMS[arm][1] else args.trials
+                trials = moasha_trials if ARMS[arm][1] else args.trials
                 runs[arm].append(run_arm(source, arm, seed, trials, Path(tmp)))
     ray.shutdown()
 
     # Paired by seed: each arm's search of seed s is held to full-budget random search's final
     # hypervolume of the same seed (a mean target would be out of reach of half the seeds by design).
     targets = [h[-1][1] for h in runs["random"]]
-    print(f"\n{args.space}: {args.trials} trials per full-budget search, {args.moasha_trials or 2 * args.trials} per MO-ASHA search, seeds {args.seeds}, {time.perf_counter() - t0:.0f} s in all; "
+    print(f"\n{args.space}: {args.trials} trials per full-budget search, {moasha_trials} per MO-ASHA search, seeds {args.seeds}, {time.perf_counter() - t0:.0f} s in all; "
           f"target = full-budget random search's final hypervolume of the same seed (mean {statistics.mean(targets):.4f})")
     print(f"{'arm':<15}{'final HV (mean ± sd)':>24}{'epochs spent':>14}{'epochs to target':>18}{'reached':>9}")
     to_target: dict[str, list[float]] = {}

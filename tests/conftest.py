@@ -100,6 +100,14 @@ def trained_teachers(_trained_teacher_store: tuple[Path, Path], monkeypatch: pyt
     return catalog_path
 
 
+def fast_polling(mp: pytest.MonkeyPatch) -> None:
+    """Ray Train's polling as `mtard search` / `mtard train` set it when they start Ray themselves."""
+    from mtard.distributed import FAST_POLLING
+
+    for key, value in FAST_POLLING.items():
+        mp.setenv(key, value)
+
+
 @pytest.fixture(scope="module")
 def local_ray(_trained_teacher_store: tuple[Path, Path]):
     """One local Ray (2 CPUs, the `mtard_driver` resource of a cluster head) for a module's searches.
@@ -111,13 +119,10 @@ def local_ray(_trained_teacher_store: tuple[Path, Path]):
     """
     import ray
 
-    from mtard.distributed import FAST_POLLING
-
     _, root = _trained_teacher_store
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MTARD_TEACHERS", str(root))
-        for key, value in FAST_POLLING.items():  # what `mtard search` sets when it starts a local Ray
-            mp.setenv(key, value)
+        fast_polling(mp)
         ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
                  configure_logging=False, log_to_driver=False)
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_CLEAN, TINY_ROBUST, tiny_catalog_text
+from conftest import TINY_CLEAN, TINY_ROBUST, fast_polling, tiny_catalog_text
 from mtard import checkpoint as ckpt
 from mtard.distributed import RayContext
 from mtard.errors import MtardError
@@ -191,12 +191,9 @@ def teachers(_teacher_store, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     Also Ray Train's fast polling, as `mtard train --workers N` sets it when it starts Ray itself.
     """
-    from mtard.distributed import FAST_POLLING
-
     catalog, root = _teacher_store
     monkeypatch.setenv("MTARD_TEACHERS", str(root))
-    for key, value in FAST_POLLING.items():
-        monkeypatch.setenv(key, value)
+    fast_polling(monkeypatch)
     return catalog
 
 
