@@ -35,7 +35,7 @@ def run(space_path: Path, storage: Path, name: str, num_samples: int) -> dict:
     from mtard.search.resources import plan_concurrency
     from mtard.search.run import run_search
     from mtard.search.space import load_space
-    from mtard.search.tune import cluster_capacity, node_shapes
+    from mtard.search.tune_adapter import cluster_capacity, node_shapes
 
     space = load_space(space_path)
     space.num_samples = num_samples

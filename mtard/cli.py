@@ -96,10 +96,10 @@ def _teachers_list(args: argparse.Namespace) -> None:
 
 
 def _zoo_list(dataset: str, threat: str) -> None:
-    from mtard import zoo
+    from mtard import robustbench_zoo
     from mtard.text import text_table
 
-    names = zoo.zoo_listing(dataset, threat)
+    names = robustbench_zoo.zoo_listing(dataset, threat)
     prefix = "rb:" if threat.lower() == "linf" else f"rb:{threat}:"
     print("\n".join(text_table(("teacher name", "dataset", "threat"), [(prefix + n, dataset, threat) for n in names])))
     print(f"{len(names)} models; published clean/AutoAttack accuracies: https://robustbench.github.io "

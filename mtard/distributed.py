@@ -82,7 +82,7 @@ class RayContext(Context):
         """Rank 0 asks the judge; its answer reaches every rank, so all leave the loop together."""
         if self.rungs is None or epoch not in self.rungs.rungs:
             return False
-        from mtard.search.rungs import judged_stop
+        from mtard.search.rung_judge import judged_stop
 
         stop = judged_stop(self.rungs, epoch, metrics) if self.rank == 0 else False
         return bool(self.all_reduce_sum(torch.tensor([1.0 if stop else 0.0], device=self.device)).item() > 0)
@@ -183,7 +183,7 @@ def scaling_config(cfg: TrainConfig):
 def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None, rungs=None):
     """A TorchTrainer for `cfg`; the same (storage, name) resumes the run from its last checkpoint.
 
-    `rungs`: a search's `mtard.search.rungs.RungClient` (MO-ASHA), asked by rank 0 at rung epochs.
+    `rungs`: a search's `mtard.search.rung_judge.RungClient` (MO-ASHA), asked by rank 0 at rung epochs.
     """
     import ray.train
     from ray.train.torch import TorchTrainer

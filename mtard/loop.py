@@ -2,7 +2,7 @@
 
 `fit(cfg, ctx)` runs unchanged in a plain process (`LocalContext`), in every
 Ray Train worker (`mtard.distributed.RayContext`) and in a search's one-worker
-trial (`mtard.search.tune.TuneContext`): the context is the only thing that knows
+trial (`mtard.search.tune_adapter.TuneContext`): the context is the only thing that knows
 about ranks, all-reduces, where checkpoints go and how metrics leave.
 
 Reproducibility: at the start of every epoch the RNGs are re-seeded from

@@ -10,7 +10,7 @@ accuracies, which `mtard teachers list` shows.
 
 A name `rb:<ModelID>` (or `rb:<threat>:<ModelID>`, e.g. `rb:L2:...`) needs no catalog
 entry: it is a robust teacher from the RobustBench model zoo for the run's data set
-(`mtard.zoo`).
+(`mtard.robustbench_zoo`).
 
 On a cluster the search driver stages every teacher a trial can use into the shared
 storage (`mtard.staging`), and each node fetches its own copy once: `node_copy`.
@@ -101,10 +101,10 @@ def resolve(
     `field_path` is the config field the name came from (`teachers.clean` / `teachers.robust`, or
     `space.teachers.robust` in a search space); its last part is the role the run needs.
     """
-    from mtard import zoo
+    from mtard import robustbench_zoo
 
-    if zoo.is_zoo_name(name):
-        entry = zoo.zoo_entry(name, dataset, robustbench_dir, field_path=field_path)
+    if robustbench_zoo.is_zoo_name(name):
+        entry = robustbench_zoo.zoo_entry(name, dataset, robustbench_dir, field_path=field_path)
     else:
         entry = get_entry(catalog, name, field_path=field_path)
     if entry.dataset != dataset:
@@ -164,10 +164,10 @@ def expected_sha256(entry: TeacherEntry) -> str:
 
 def missing_message(entry: TeacherEntry, path: Path) -> str:
     """The error for a teacher whose file is not here: where it should be and how to get it there."""
-    from mtard import zoo
+    from mtard import robustbench_zoo
 
-    if zoo.is_zoo_name(entry.name):
-        return zoo.missing_message(entry, path)
+    if robustbench_zoo.is_zoo_name(entry.name):
+        return robustbench_zoo.missing_message(entry, path)
     how = f"train it with `mtard teachers train {entry.name}` (on a cluster: launch/train_teacher.sh {entry.name}, which publishes it to the storage)"
     if entry.source:
         how = f"get it from {entry.source} and place it there, or {how}"
@@ -290,11 +290,11 @@ class FrozenTeacher(nn.Module):
 
 def build_teacher(entry: TeacherEntry, path: Path, *, num_classes: int, in_channels: int, image_size: int) -> FrozenTeacher:
     """Build the entry's architecture and strictly load `path` into it (weights only)."""
-    from mtard import zoo
+    from mtard import robustbench_zoo
     from mtard.models import build_model
 
-    if zoo.is_zoo_name(entry.name):
-        model = zoo.build(entry)
+    if robustbench_zoo.is_zoo_name(entry.name):
+        model = robustbench_zoo.build(entry)
     else:
         model = build_model(entry.arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     state = ckpt.state_dict_of(ckpt.read(path))
@@ -321,7 +321,7 @@ def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustb
 
 def fetch_zoo_file(entry: TeacherEntry) -> None:
     """A RobustBench teacher missing here is downloaded (once per node, under a lock); others are left alone."""
-    from mtard import zoo
+    from mtard import robustbench_zoo
 
-    if zoo.is_zoo_name(entry.name) and not checkpoint_path(entry).is_file():
-        zoo.download(entry)
+    if robustbench_zoo.is_zoo_name(entry.name) and not checkpoint_path(entry).is_file():
+        robustbench_zoo.download(entry)

@@ -1,6 +1,6 @@
 """`mtard search` end to end: real Ray (local cluster), real Optuna, real torch, tiny budgets.
 
-Every promise of a search is checked on both kinds of trial (`mtard.search.tune`): *direct*
+Every promise of a search is checked on both kinds of trial (`mtard.search.tune_adapter`): *direct*
 trials (one worker: the epoch loop runs in the Tune trial's process) and *Ray Train* trials
 (here with 2 DDP workers each). The slow tests share ONE small search per kind (a module
 fixture): its front, its Optuna study, its diverging defaults trial, its TensorBoard curves, its
@@ -167,7 +167,7 @@ def test_classify_decides_every_status_in_one_place() -> None:
 
 
 def test_optuna_searcher_tells_failures_as_failures(tmp_path: Path) -> None:
-    from mtard.search.tune import DEFAULT_KEY, MtardOptunaSearch
+    from mtard.search.tune_adapter import DEFAULT_KEY, MtardOptunaSearch
 
     space = _space()
     search = MtardOptunaSearch(
@@ -214,7 +214,7 @@ def test_records_are_deduplicated_and_survive_a_torn_line(tmp_path: Path) -> Non
 
 
 def test_train_run_state_reads_the_last_checkpoint(tmp_path: Path) -> None:
-    from mtard.search.tune import train_run_state
+    from mtard.search.tune_adapter import train_run_state
 
     run = tmp_path / "train-x"
     run.mkdir()
@@ -227,7 +227,7 @@ def test_train_run_state_reads_the_last_checkpoint(tmp_path: Path) -> None:
 
 def test_make_record_statuses_checkpoints_and_time(tmp_path: Path) -> None:
     from mtard.search.files import ExperimentFiles
-    from mtard.search.tune import DEFAULT_KEY, SearchProgress
+    from mtard.search.tune_adapter import DEFAULT_KEY, SearchProgress
 
     space = parse_space({"base": "digits_mtard", "num_samples": 4, "budget": {"epochs": 2}, "space": {"optim.lr": {"loguniform": [0.01, 0.2]}}})
     files = ExperimentFiles(str(tmp_path), "exp")

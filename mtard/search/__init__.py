@@ -8,6 +8,6 @@
     render.py     CSV/JSON, terminal table, the Pareto figure, TensorBoard
     verify.py     evaluate-front: the front on the test split
     compare.py    several searches in one review (no Ray)
-    tune.py       the only module importing ray.tune / optuna: trial functions, Optuna adapter, callback
+    tune_adapter.py  the only module importing ray.tune / optuna: trial functions, Optuna adapter, callback
     run.py        run_search(): ties it together
 """

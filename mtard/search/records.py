@@ -21,7 +21,7 @@ from typing import Any
 from mtard.errors import MtardError
 from mtard.storage import json_safe
 
-STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rungs)
+STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rung_judge)
 
 
 class Status(StrEnum):

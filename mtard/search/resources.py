@@ -1,6 +1,6 @@
 """What one trial reserves, and how many trials run at once.
 
-Two kinds of trial (see `mtard.search.tune`):
+Two kinds of trial (see `mtard.search.tune_adapter`):
 
 * A *direct* trial (`resources.workers: 1`, the default) is one Tune trial process that runs the
   epoch loop itself: it reserves exactly one worker's resources (CPUs, GPUs including fractions,

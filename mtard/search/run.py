@@ -2,7 +2,7 @@
 
 `run_search` checks the space and the storage, trains missing auto-train teachers once, joins
 or starts Ray, plans how many trials run at once (`mtard.search.resources`), and runs Tune with
-the trial function and the Optuna adapter of `mtard.search.tune`. The experiment's layout is
+the trial function and the Optuna adapter of `mtard.search.tune_adapter`. The experiment's layout is
 in `mtard.search.files`.
 
 Decisions worth knowing:
@@ -163,8 +163,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     import ray
     from ray import tune
 
-    from mtard.search import tune as search_tune
-    from mtard.search.rungs import start_judge
+    from mtard.search import tune_adapter
+    from mtard.search.rung_judge import start_judge
 
     started = _start_ray(address, space)
     judge = None
@@ -182,13 +182,13 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     try:
-        capacity = search_tune.cluster_capacity()
-        concurrency = plan_concurrency(space, capacity, search_tune.node_shapes())
+        capacity = tune_adapter.cluster_capacity()
+        concurrency = plan_concurrency(space, capacity, tune_adapter.node_shapes())
         ray_train = uses_ray_train(space)
         if ray_train:
-            function = search_tune.make_ray_train_trial(space, files.uri, files.name)
+            function = tune_adapter.make_ray_train_trial(space, files.uri, files.name)
         else:
-            function = search_tune.make_direct_trial(space, files.read_checkpoints(), files.name)
+            function = tune_adapter.make_direct_trial(space, files.read_checkpoints(), files.name)
         if space.scheduler["name"] == "moasha":
             s = space.scheduler
             judge = start_judge(files.name, space.modes, s["eta"], s["rungs"], files.local / RUNGS)
@@ -207,8 +207,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
         else:
             tuner = _new_tuner(space, files, trainable, concurrency)
         tuner.fit()
-        search_tune.fail_orphaned_optuna_trials(files.study_url, files.name)
-        data = search_tune.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
+        tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
+        data = tune_adapter.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)
@@ -226,7 +226,7 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
 def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrency: int):
     from ray import tune
 
-    from mtard.search import tune as search_tune
+    from mtard.search import tune_adapter
 
     # A direct trial whose process dies is retried from its last checkpoint; a Ray Train trial's
     # worker group is restarted by Ray Train itself, and its driver's errors are deterministic.
@@ -234,7 +234,7 @@ def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrenc
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=search_tune.new_searcher(space, files, files.name),
+            search_alg=tune_adapter.new_searcher(space, files, files.name),
             num_samples=space.num_samples,
             max_concurrent_trials=concurrency,
             time_budget_s=space.budget["time_budget_s"],
@@ -245,7 +245,7 @@ def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrenc
         run_config=tune.RunConfig(
             name=files.name,
             storage_path=files.storage,
-            callbacks=[search_tune.SearchProgress(files, space, space.num_samples)],
+            callbacks=[tune_adapter.SearchProgress(files, space, space.num_samples)],
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
             verbose=0,  # the SearchProgress lines are the live view

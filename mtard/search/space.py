@@ -27,7 +27,7 @@ budget:
   time_budget_s: null         # wall-clock limit of the whole search (Tune's time_budget_s)
 scheduler: {name: none}       # or {name: moasha, eta: 3, rungs: [1, 3]} (or min_epochs: 1 instead of
                               # rungs: rungs at 1, 3, 9, ... below the budget): stop trials dominated
-                              # on both objectives at a rung (mtard.search.moasha); rungs < budget.epochs
+                              # on both objectives at a rung (mtard.search.rung_rule); rungs < budget.epochs
 enqueue_defaults: true        # trial 0 = the base config's value of every searched field
 space:                        # dotted config path -> one distribution
   optim.lr: {loguniform: [0.01, 0.2]}           # low > 0
@@ -515,7 +515,7 @@ def _parse_budget(data: dict, base_cfg: TrainConfig) -> dict:
 
 
 def _parse_scheduler(data: dict, epochs: int) -> dict:
-    """`scheduler:` — `none` (every trial trains its budget) or `moasha` (mtard.search.moasha).
+    """`scheduler:` — `none` (every trial trains its budget) or `moasha` (mtard.search.rung_rule).
 
     moasha takes `eta` (keep 1/eta at each rung, default 3) and either `rungs` (epochs, each below
     the budget) or `min_epochs` (default 1), from which the rungs are min_epochs * eta^k below the budget.

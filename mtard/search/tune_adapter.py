@@ -41,7 +41,7 @@ from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
 from mtard.search.files import ExperimentFiles, train_run_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
-from mtard.search.rungs import RungClient, judged_stop
+from mtard.search.rung_judge import RungClient, judged_stop
 from mtard.search.space import SearchSpace
 from mtard.storage import join, put_atomic, read_text, with_scheme
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from mtard import load_teacher, zoo
+from mtard import load_teacher
+from mtard import robustbench_zoo as zoo
 from mtard.errors import MtardError
 from mtard.teachers import FrozenTeacher, resolve
 
@@ -169,7 +170,7 @@ def test_the_extra_installs_beside_the_pinned_torch_and_imports(tmp_path: Path) 
     # The import, in a process where pkg_resources and autoattack cannot be imported at all.
     code = (
         "import sys; sys.modules['pkg_resources'] = None; sys.modules['autoattack'] = None\n"
-        "from mtard import zoo; print(len(zoo.zoo_listing('cifar10')))"
+        "from mtard import robustbench_zoo as zoo; print(len(zoo.zoo_listing('cifar10')))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
     assert int(out.stdout.split()[-1]) > 50
@@ -178,7 +179,7 @@ def test_the_extra_installs_beside_the_pinned_torch_and_imports(tmp_path: Path) 
 @pytest.mark.parametrize(("arch", "mean"), [("dm_wrn22_6", (0.5071, 0.4865, 0.4409)), ("dm_wrn22_6_c10stats", (0.4914, 0.4822, 0.4465))])
 def test_deepmind_wrn_matches_robustbench(arch: str, mean: tuple[float, ...]) -> None:
     """mtard's DeepMind-layout WRN-22-6 (Swish) == RobustBench's DMWideResNet: same keys, same logits."""
-    zoo.robustbench_modules()  # the package without its __init__ (see mtard/zoo.py)
+    zoo.robustbench_modules()  # the package without its __init__ (see mtard/robustbench_zoo.py)
     from robustbench.model_zoo.architectures.dm_wide_resnet import (
         CIFAR10_STD,
         CIFAR100_STD,

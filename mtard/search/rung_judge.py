@@ -6,7 +6,7 @@ process and can lose the epoch's checkpoint (`../shared/ray_notes.md`). Here the
 a rung epoch and, told to stop, makes its usual report (with the checkpoint) and returns normally.
 
 * `start_judge` (the search driver) creates the judge, pinned to the driver's node, where it appends
-  each decision to `rungs.jsonl` in the experiment folder (`mtard.search.moasha.RungJournal`); a resumed
+  each decision to `rungs.jsonl` in the experiment folder (`mtard.search.rung_rule.RungJournal`); a resumed
   search rebuilds it from that file, so no rung is decided twice.
 * `RungClient` (inside a trial: the direct trial's process, or rank 0 of a Ray Train run) asks at
   rung epochs and fails open: if the judge does not answer within `timeout_s` the trial continues
@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtard.search.moasha import RungDecision, RungJournal, RungRule
 from mtard.search.records import STOP_KEY
+from mtard.search.rung_rule import RungDecision, RungJournal, RungRule
 
 
 class RungJudge:

@@ -1,10 +1,10 @@
-"""Known answers for the MO-ASHA rung rule (mtard.search.moasha): pure Python, no Ray."""
+"""Known answers for the MO-ASHA rung rule (mtard.search.rung_rule): pure Python, no Ray."""
 
 from __future__ import annotations
 
 import pytest
 
-from mtard.search.moasha import RungDecision, RungJournal, RungRule, read_decisions
+from mtard.search.rung_rule import RungDecision, RungJournal, RungRule, read_decisions
 
 MM = ("max", "max")
 
