@@ -2,7 +2,7 @@
 # Dress rehearsal of the cloud workflow on this machine: a fake multi-node Ray cluster
 # (launch/local_cluster.yaml), the search submitted through launch/submit.sh exactly as on AWS,
 # then checks on what came out. Exits non-zero if any check fails; always stops the cluster.
-# A bash driver: its Python steps are `python -m mtard.rehearsal <step>` (mtard/rehearsal.py).
+# A bash driver: its Python steps are `python -P mtard/rehearsal.py <step>` (module mtard.rehearsal).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
@@ -68,8 +68,9 @@ cd "$REPO_ROOT"
 say "checking that 'mtard search' exists"
 run mtard search --help >/dev/null
 
-# The Python steps live in mtard/rehearsal.py (linted and tested), run with the Python next to `ray`.
-rehearsal() { "$PY" -m mtard.rehearsal "$@"; }
+# The Python steps live in mtard/rehearsal.py (linted and tested), run with the Python next to `ray`,
+# by path (-P: without mtard/ on sys.path) so that no step pays for importing the mtard package.
+rehearsal() { "$PY" -P "$REPO_ROOT/mtard/rehearsal.py" "$@"; }
 
 # Free ports (a busy one falls back to an ephemeral port, clear of the worker port range
 # 10002-19999), and the head's `ray start` flags and the expected worker nodes, from local_cluster.yaml.

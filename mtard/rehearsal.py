@@ -3,22 +3,28 @@
 The shell script drives the rehearsal (starts the fake multi-node cluster, submits the search
 through `launch/submit.sh`, stops the cluster); every step that needs Python is a sub-command here:
 
-    python -m mtard.rehearsal prepare YAML PORT...    shell assignments: free ports, head flags, worker count
-    python -m mtard.rehearsal wait-nodes ADDR N PID YAML   until the head and N worker nodes are up
-    python -m mtard.rehearsal snapshot REPO RUN       the repository as `ray job submit --working-dir .` uploads it
-    python -m mtard.rehearsal wait-job ADDR JOB TIMEOUT    until the job ends (exit 0 only if it SUCCEEDED)
-    python -m mtard.rehearsal check ADDR JOB EXP NODE_TEACHERS STORE   the checks on what the job left
+    prepare YAML PORT...                    shell assignments: free ports, head flags, worker count
+    wait-nodes ADDR N PID YAML              until the head and N worker nodes are up
+    snapshot REPO RUN                       the repository as `ray job submit --working-dir .` uploads it
+    wait-job ADDR JOB TIMEOUT               until the job ends (exit 0 only if it SUCCEEDED)
+    check ADDR JOB EXP NODE_TEACHERS STORE  the checks on what the job left (exit 1 if one fails)
 
 Each failure ends the process with one message and a non-zero status, as the script expects.
-The checks are computed as `Check` values (pure functions where the cluster is not needed) and
-printed by `main`. Ray is imported only inside the steps that talk to the cluster: `prepare` runs
-before any cluster exists and should not pay for it.
+The checks are computed as `Check` values (pure functions where no cluster is needed) and printed
+by `report_checks`.
+
+The script runs this file by path, `python -P mtard/rehearsal.py STEP ...` (`-P`: mtard/ is not put
+on sys.path), rather than `python -m mtard.rehearsal STEP ...` (which works too): importing the
+`mtard` package loads torch, seconds per step that no step needs. So this module imports nothing of
+mtard at the top; Ray is imported inside the steps that talk to the cluster, and mtard's teacher code
+inside the function that runs on a worker node.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import shlex
@@ -31,9 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from mtard.errors import MtardError
-from mtard.teachers import node_copy, sha256_of, staged_path
 
 PREFIX = "[rehearse.sh]"  # the driver script's name: its messages and ours read as one log
 NODE_WAIT_S = 180
@@ -48,6 +51,11 @@ STANDARD_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
 def say(message: str) -> None:
     print(f"{PREFIX} {message}", file=sys.stderr)
+
+
+def sha256_hex(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------- before the cluster
@@ -239,9 +247,9 @@ def teacher_checks(node_teachers: Path, store: Path) -> list[Check]:
     staged = sorted(store.glob("*.pt"))
     fetched = sorted((node_teachers / "staged").glob("*.pt"))
     return [
-        Check(len(staged) >= 2 and all(sha256_of(p) == p.stem for p in staged), f"{len(staged)} teacher(s) staged in {store}, each named by its sha256"),
+        Check(len(staged) >= 2 and all(sha256_hex(p) == p.stem for p in staged), f"{len(staged)} teacher(s) staged in {store}, each named by its sha256"),
         Check(
-            len(fetched) >= 2 and {p.name for p in fetched} <= {p.name for p in staged} and all(sha256_of(p) == p.stem for p in fetched),
+            len(fetched) >= 2 and {p.name for p in fetched} <= {p.name for p in staged} and all(sha256_hex(p) == p.stem for p in fetched),
             f"the nodes fetched {len(fetched)} staged teacher(s) into {node_teachers / 'staged'} (sha256 checked)",
         ),
         Check(not any(node_teachers.rglob("runs")) and not (node_teachers / "digits").exists(), "no node trained a teacher or read the driver's cache"),
@@ -282,13 +290,16 @@ def corrupt_and_fetch(store: str, bad_store: str, sha256: str) -> tuple[bool, st
     """On a node: is a corrupted own copy fetched again from `store`, and what does fetching from `bad_store` say?
 
     `bad_store` holds a corrupted copy of the teacher; the answer is "accepted" if it is taken,
-    else the refusal's message.
+    else the refusal's message. Runs the node's own mtard (imported here: see the module docstring).
     """
+    from mtard.errors import MtardError
+    from mtard.teachers import node_copy, staged_path
+
     own = staged_path(sha256)
     own.parent.mkdir(parents=True, exist_ok=True)
     own.write_bytes(b"not a teacher")
     node_copy(store, sha256)
-    replaced = sha256_of(own) == sha256
+    replaced = sha256_hex(own) == sha256
     own.unlink()  # now only the corrupted storage copy is left to fetch
     try:
         node_copy(bad_store, sha256)
@@ -372,7 +383,7 @@ def report_checks(checks: Iterable[Check]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtard.rehearsal", description="The Python steps of launch/rehearse.sh.")
+    parser = argparse.ArgumentParser(prog="python -P mtard/rehearsal.py", description="The Python steps of launch/rehearse.sh.")
     sub = parser.add_subparsers(dest="step", required=True)
     prepare = sub.add_parser("prepare", help="print bash assignments: PORTS, HEAD_FLAGS, MIN_WORKERS")
     prepare.add_argument("yaml")

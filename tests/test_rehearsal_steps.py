@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ from mtard.rehearsal import Check
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_YAML = ROOT / "launch" / "local_cluster.yaml"
+
+
+def test_run_by_path_a_step_imports_neither_mtard_nor_torch() -> None:
+    # launch/rehearse.sh runs each step as `python -P mtard/rehearsal.py STEP`: seconds saved per step.
+    proc = subprocess.run(
+        [sys.executable, "-P", "-X", "importtime", str(ROOT / "mtard" / "rehearsal.py"), "prepare", str(LOCAL_YAML), "0"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "MIN_WORKERS=2" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "yaml" in imported and not imported & {"mtard", "torch", "ray"}
 
 
 def test_free_port_keeps_a_free_port_and_replaces_a_listened_one() -> None:
