@@ -2,6 +2,7 @@
 # Dress rehearsal of the cloud workflow on this machine: a fake multi-node Ray cluster
 # (launch/local_cluster.yaml), the search submitted through launch/submit.sh exactly as on AWS,
 # then checks on what came out. Exits non-zero if any check fails; always stops the cluster.
+# A bash driver: its Python steps are `python -P mtard/rehearsal.py <step>` (module mtard.rehearsal).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
@@ -67,29 +68,17 @@ cd "$REPO_ROOT"
 say "checking that 'mtard search' exists"
 run mtard search --help >/dev/null
 
-free_port() {  # free_port PREFERRED -> PREFERRED if free, else any free port
-  "$PY" - "$1" <<'EOF'
-import socket, sys
-want = int(sys.argv[1])
-for port in (want, 0):
-    s = socket.socket()
-    # like the servers themselves: a port in TIME_WAIT is free, one with a listener is not
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("", port))
-        print(s.getsockname()[1])
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()
-EOF
-}
-[[ "$(free_port 6379)" == 6379 ]] ||
+# The Python steps live in mtard/rehearsal.py (linted and tested), run with the Python next to `ray`,
+# by path (-P: without mtard/ on sys.path) so that no step pays for importing the mtard package.
+rehearsal() { "$PY" -P "$REPO_ROOT/mtard/rehearsal.py" "$@"; }
+
+# Free ports (a busy one falls back to an ephemeral port, clear of the worker port range
+# 10002-19999), and the head's `ray start` flags and the expected worker nodes, from local_cluster.yaml.
+layout="$(rehearsal prepare "$LOCAL_YAML" 6379 "${REHEARSE_DASHBOARD_PORT:-8265}" 10001 52365)"
+eval "$layout"
+[[ "${PORTS[0]}" == 6379 ]] ||
   die "port 6379 is taken (another Ray cluster?); the fake multi-node provider always connects its nodes to 6379"
-dash_port="$(free_port "${REHEARSE_DASHBOARD_PORT:-8265}")"
-client_port="$(free_port 10001)"      # (a busy one falls back to an ephemeral port, clear of
-agent_port="$(free_port 52365)"       #  the worker port range 10002-19999)
+dash_port="${PORTS[1]}" client_port="${PORTS[2]}" agent_port="${PORTS[3]}"
 dash_addr="http://127.0.0.1:$dash_port"
 
 RUN_DIR="$(mktemp -d /tmp/mtard-rehearse.XXXXXX)"
@@ -104,32 +93,11 @@ NODE_TEACHERS="$RUN_DIR/node_teachers"
 say "teacher caches: driver $DRIVER_TEACHERS, nodes $NODE_TEACHERS (empty)"
 
 # Token auth on, as on the cloud cluster, with a throwaway token (never touches ~/.ray).
-"$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$RUN_DIR/auth_token"
+{ od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; echo; } >"$RUN_DIR/auth_token"
 chmod 600 "$RUN_DIR/auth_token"
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$RUN_DIR/auth_token"
 unset RAY_AUTH_TOKEN
 
-# Head `ray start` flags and the expected worker nodes, from local_cluster.yaml.
-read_layout() {
-  "$PY" - "$LOCAL_YAML" <<'EOF'
-import json, shlex, sys, yaml
-cfg = yaml.safe_load(open(sys.argv[1]))
-types = cfg["available_node_types"]
-head = dict(types[cfg["head_node_type"]]["resources"])
-flags = []
-for key, flag in (("CPU", "--num-cpus"), ("GPU", "--num-gpus"),
-                  ("object_store_memory", "--object-store-memory"), ("memory", "--memory")):
-    if key in head:
-        flags.append(f"{flag}={head.pop(key)}")
-if head:
-    flags.append("--resources=" + json.dumps(head, separators=(",", ":")))
-workers = sum(t.get("min_workers", 0) for n, t in types.items() if n != cfg["head_node_type"])
-print("HEAD_FLAGS=(" + " ".join(shlex.quote(f) for f in flags) + ")")
-print(f"MIN_WORKERS={workers}")
-EOF
-}
-layout="$(read_layout)"
-eval "$layout"
 (( MIN_WORKERS >= 2 )) || die "local_cluster.yaml starts $MIN_WORKERS worker node(s); the node-spread check needs 2"
 
 HEAD_PID="" SESSION=""
@@ -211,83 +179,11 @@ say "head: pid $HEAD_PID (session leader), dashboard $dash_addr"
 
 # 2. Wait for the head and MIN_WORKERS worker nodes.
 say "waiting for the head and $MIN_WORKERS worker nodes (up to 180 s)"
-"$PY" - "$dash_addr" "$MIN_WORKERS" "$HEAD_PID" "$LOCAL_YAML" <<'EOF'
-import os, sys, time, yaml
-from ray.util.state import list_nodes
-addr, want, head_pid, yaml_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = yaml.safe_load(open(yaml_path))
-worker_custom = set()
-for name, t in cfg["available_node_types"].items():
-    if name != cfg["head_node_type"]:
-        worker_custom |= set(t["resources"]) - {"CPU", "GPU", "memory", "object_store_memory"}
-deadline, last, err = time.time() + 180, None, None
-while time.time() < deadline:
-    try:
-        os.kill(head_pid, 0)
-    except OSError:
-        sys.exit("ray start died; see head.log")
-    try:
-        nodes = [n for n in list_nodes(address=addr, detail=True, raise_on_missing_output=False)
-                 if n.state == "ALIVE"]
-    except Exception as e:  # dashboard still starting
-        err = e
-        time.sleep(2)
-        continue
-    heads = [n for n in nodes if n.is_head_node and "mtard_driver" in n.resources_total]
-    workers = [n for n in nodes if not n.is_head_node
-               and worker_custom <= set(n.resources_total)]
-    status = (len(heads), len(workers))
-    if status != last:
-        print(f"[rehearse.sh] nodes up: head={status[0]} workers={status[1]}/{want}", file=sys.stderr)
-        last = status
-    if heads and len(workers) >= want:
-        for n in [*heads, *workers]:
-            r = {k: v for k, v in n.resources_total.items() if not k.startswith("node:")
-                 and k not in ("memory", "object_store_memory")}
-            print(f"[rehearse.sh]   {'head  ' if n.is_head_node else 'worker'} {n.node_id} {r}",
-                  file=sys.stderr)
-        break
-    time.sleep(2)
-else:
-    sys.exit(f"timed out waiting for nodes (last: {last}, last error: {err})")
-# The job API is a separate dashboard module that can come up after the State API.
-from ray.job_submission import JobSubmissionClient
-while True:
-    try:
-        JobSubmissionClient(addr).list_jobs()
-        break
-    except Exception as e:
-        if time.time() > deadline + 60:
-            sys.exit(f"the job API at {addr} never answered: {e}")
-        time.sleep(2)
-EOF
+rehearsal wait-nodes "$dash_addr" "$MIN_WORKERS" "$HEAD_PID" "$LOCAL_YAML"
 
 # 3. Snapshot what `--working-dir .` would upload, and submit through submit.sh.
 say "snapshotting the repository as Ray would upload it"
-"$PY" - "$REPO_ROOT" "$RUN_DIR" <<'EOF'
-import sys, time
-from pathlib import Path
-from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, create_package, unzip_package
-repo, run = sys.argv[1], Path(sys.argv[2])
-pkg = run / "workdir.zip"
-for attempt in range(3):  # a tree being edited meanwhile (a vanishing __pycache__) can trip the walk
-    try:
-        create_package(repo, pkg, include_gitignore=True)
-        break
-    except OSError as e:
-        print(f"[rehearse.sh] snapshot attempt {attempt + 1} failed: {e!r}", file=sys.stderr)
-        pkg.unlink(missing_ok=True)
-        time.sleep(1)
-else:
-    sys.exit("could not snapshot the repository")
-size = pkg.stat().st_size
-print(f"[rehearse.sh] working-dir package: {size / 2**20:.1f} MiB "
-      f"(Ray's upload limit {GCS_STORAGE_MAX_SIZE / 2**20:.0f} MiB)", file=sys.stderr)
-if size > GCS_STORAGE_MAX_SIZE:
-    sys.exit("the working dir is too big for `ray job submit --working-dir .`: "
-             "add the large files to .gitignore or .rayignore")
-unzip_package(pkg, str(run / "workdir"), remove_top_level_directory=False, unlink_zip=True)
-EOF
+rehearsal snapshot "$REPO_ROOT" "$RUN_DIR"
 
 job_id="$(RAY_ADDRESS="$dash_addr" MTARD_NAME="$NAME" MTARD_DRIVER_TEACHERS="$DRIVER_TEACHERS" MTARD_WORKING_DIR="local://$RUN_DIR/workdir" \
   "$LAUNCH_DIR/submit.sh" "$space" "$STORAGE" ${extra[@]+"${extra[@]}"})" ||
@@ -297,34 +193,7 @@ printf 'job_id=%s\n' "$job_id" >>"$RUN_DIR/pids"
 say "job: $job_id (logs: RAY_ADDRESS=$dash_addr launch/logs.sh $job_id, or $RUN_DIR/job.log at the end)"
 
 # 4. Wait for the job.
-"$PY" - "$dash_addr" "$job_id" "$timeout_s" <<'EOF' || job_rc=$?
-import sys, time
-from ray.job_submission import JobStatus, JobSubmissionClient
-addr, job_id, timeout_s = sys.argv[1], sys.argv[2], int(sys.argv[3])
-client = JobSubmissionClient(addr)
-start, last, next_log_check = time.time(), None, 0.0
-while True:
-    status = client.get_job_status(job_id)
-    if status != last:
-        print(f"[rehearse.sh] job {status.value} after {time.time() - start:.0f} s", file=sys.stderr)
-        last = status
-    if status.is_terminal():
-        sys.exit(0 if status == JobStatus.SUCCEEDED else 1)
-    if time.time() - start > timeout_s:
-        print(f"[rehearse.sh] job still {status.value} after {timeout_s} s: stopping it", file=sys.stderr)
-        client.stop_job(job_id)
-        sys.exit(1)
-    if time.time() > next_log_check:  # fail fast on requests no node type can satisfy
-        next_log_check = time.time() + 30
-        logs = client.get_job_logs(job_id)
-        if "No available node types can fulfill resource request" in logs:
-            line = next(l for l in logs.splitlines() if "No available node types" in l)
-            print(f"[rehearse.sh] infeasible resource request:\n  {line.strip()}\n"
-                  "  (the fake worker nodes offer what launch/local_cluster.yaml lists)", file=sys.stderr)
-            client.stop_job(job_id)
-            sys.exit(1)
-    time.sleep(5)
-EOF
+rehearsal wait-job "$dash_addr" "$job_id" "$timeout_s" || job_rc=$?
 job_rc="${job_rc:-0}"
 ray job logs --address "$dash_addr" "$job_id" >"$RUN_DIR/job.log" 2>&1 || true
 if (( job_rc != 0 )); then
@@ -335,117 +204,4 @@ fi
 
 # 5. Checks.
 say "checking results, node spread and placement groups"
-"$PY" - "$dash_addr" "$job_id" "$STORAGE/$NAME" "$DRIVER_TEACHERS" "$NODE_TEACHERS" "$STORAGE/teachers" <<'EOF'
-import csv, hashlib, json, sys, time
-from pathlib import Path
-from ray.job_submission import JobSubmissionClient
-from ray.util.state import list_actors, list_nodes, list_placement_groups
-addr, sub_id, exp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-driver_teachers, node_teachers, store = Path(sys.argv[4]), Path(sys.argv[5]), Path(sys.argv[6])
-failures = []
-def check(ok, msg):
-    print(f"[rehearse.sh] {'ok  ' if ok else 'FAIL'} {msg}", file=sys.stderr)
-    if not ok:
-        failures.append(msg)
-
-# pareto.csv
-pareto = exp / "pareto.csv"
-rows = list(csv.reader(open(pareto))) if pareto.is_file() else []
-check(len(rows) >= 2, f"{pareto} has a header and >= 1 row ({max(len(rows) - 1, 0)} rows)")
-
-# Teachers: the driver had them, the storage got them, the nodes fetched them from there.
-sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
-staged = sorted(store.glob("*.pt"))
-fetched = sorted((node_teachers / "staged").glob("*.pt"))
-check(len(staged) >= 2 and all(sha(p) == p.stem for p in staged),
-      f"{len(staged)} teacher(s) staged in {store}, each named by its sha256")
-check(len(fetched) >= 2 and {p.name for p in fetched} <= {p.name for p in staged}
-      and all(sha(p) == p.stem for p in fetched),
-      f"the nodes fetched {len(fetched)} staged teacher(s) into {node_teachers / 'staged'} (sha256 checked)")
-check(not any(node_teachers.rglob("runs")) and not (node_teachers / "digits").exists(),
-      "no node trained a teacher or read the driver's cache")
-
-# Where the job's actors ran (the State API keeps dead actors).
-job_hex = JobSubmissionClient(addr).get_job_info(sub_id).job_id
-nodes = list_nodes(address=addr, detail=True, raise_on_missing_output=False)
-head = {n.node_id for n in nodes if n.is_head_node}
-workers_nodes = {n.node_id for n in nodes if not n.is_head_node}
-actors = [a for a in list_actors(address=addr, detail=True, limit=10000,
-                                 filters=[("job_id", "=", job_hex)], raise_on_missing_output=False)]
-train_nodes = {a.node_id for a in actors if a.class_name == "RayTrainWorker" and a.node_id}
-ctrl_nodes = {a.node_id for a in actors if a.class_name == "TrainController" and a.node_id}
-# Tune's function-trainable actors: the trials themselves (one-worker "direct" trials train in
-# them) or, for Ray Train trials, their drivers.
-trial_nodes = {a.node_id for a in actors if a.class_name == "ImplicitFunc" and a.node_id}
-short = lambda ids: sorted(i[-8:] for i in ids)
-if train_nodes or ctrl_nodes:  # Ray Train trials (workers > 1 or resources.ray_train)
-    check(len(train_nodes & workers_nodes) >= 2,
-          f"Ray Train workers ran on >= 2 worker nodes (State API: {short(train_nodes)})")
-    check(not (train_nodes & head), "no Ray Train worker ran on the head")
-    check(bool(ctrl_nodes) and ctrl_nodes <= head,
-          f"Train controllers / trial drivers ran on the head only ({short(ctrl_nodes)})")
-else:  # direct trials: each trains in its own Tune trial process
-    check(len(trial_nodes & workers_nodes) >= 2,
-          f"direct trials trained on >= 2 worker nodes (State API: {short(trial_nodes)})")
-    check(not (trial_nodes & head), "no trial trained on the head")
-
-# Node ids recorded by the search itself: any trial_nodes.json under the experiment,
-# {"node_ids": [hex node id of each Train worker, ...], ...}.
-records = sorted(exp.rglob("trial_nodes.json"))
-if records:
-    recorded = set()
-    for r in records:
-        recorded |= set(json.load(open(r)).get("node_ids", []))
-    check(len(recorded) >= 2 and recorded <= workers_nodes,
-          f"{len(records)} trial_nodes.json record(s): workers on {short(recorded)}, all worker nodes")
-else:
-    print("[rehearse.sh] note: the search wrote no trial_nodes.json; relying on the State API",
-          file=sys.stderr)
-
-# No placement group of this job may outlive it (a leaked one blocks later trials forever).
-deadline = time.time() + 60
-while True:
-    pgs = [p for p in list_placement_groups(address=addr, detail=True, limit=10000,
-                                            raise_on_missing_output=False)
-           if getattr(p, "creator_job_id", None) == job_hex]
-    left = [p for p in pgs if p.state != "REMOVED"]
-    if not left or time.time() > deadline:
-        break
-    time.sleep(3)
-check(not left, f"all {len(pgs)} placement groups of the job removed"
-      + (f"; left: {[(p.placement_group_id[-8:], p.state) for p in left]}" if left else ""))
-
-# Corrupted copies, checked on a fake worker node with the code the trials run: the node's own
-# copy corrupted -> fetched again from the storage; the storage's copy corrupted -> refused.
-if staged:
-    import ray
-    ray.init(address="127.0.0.1:6379", logging_level="ERROR", log_to_driver=False)
-
-    @ray.remote(num_cpus=0, resources={"FAKE_GPU": 0.001})
-    def corruption_checks(store: str, bad_store: str, sha256: str) -> tuple[bool, str]:
-        import hashlib
-        from mtard.errors import MtardError
-        from mtard.teachers import node_copy, staged_path
-        own = staged_path(sha256)
-        own.parent.mkdir(parents=True, exist_ok=True)
-        own.write_bytes(b"not a teacher")
-        node_copy(store, sha256)
-        replaced = hashlib.sha256(own.read_bytes()).hexdigest() == sha256
-        own.unlink()  # now only the corrupted storage copy is left to fetch
-        try:
-            node_copy(bad_store, sha256)
-            return replaced, "accepted"
-        except MtardError as err:
-            return replaced, str(err)
-
-    bad_store = store.parent / "corrupt_store"
-    bad_store.mkdir(exist_ok=True)
-    good = staged[0]
-    (bad_store / good.name).write_bytes(good.read_bytes()[:-1] + b"x")  # one byte changed
-    replaced, said = ray.get(corruption_checks.remote(str(store), str(bad_store), good.stem), timeout=120)
-    ray.shutdown()
-    check(replaced, "a node's corrupted copy of a teacher is fetched again from the storage")
-    check("does not match" in said and not (node_teachers / "staged" / good.name).exists(),
-          f"a corrupted staged teacher is refused on a worker node ({said[:90]}...)")
-sys.exit(1 if failures else 0)
-EOF
+rehearsal check "$dash_addr" "$job_id" "$STORAGE/$NAME" "$NODE_TEACHERS" "$STORAGE/teachers"

@@ -11,7 +11,7 @@ Both are tiny stateful objects holding plain Python floats, so that
 * the learning-rate milestones can shrink their step sizes (`scale_lr`), as the
   official code multiplies η_τ and η_w by 0.1 at the same epochs as the SGD lr.
 
-The update rules follow `shared/mtard_reference.md` (steps 5 and 6) exactly.
+The update rules are the official ones (docs/algorithm.md, 'Entropy-Based Balance' and 'Normalization Loss Balance').
 Invalid statistics raise `ValueError` instead of turning the temperatures or the
 weights into NaN, which would otherwise silently poison every later step.
 """

@@ -2,7 +2,7 @@
 
 One `TrainConfig` describes one training run completely. Every knob of the
 reference algorithm is a field whose default is the official value
-(`../shared/mtard_reference.md`); bundled configs in `mtard/configs/` override
+(docs/algorithm.md); bundled configs in `mtard/configs/` override
 what a data set needs (e.g. ε on 8×8 digits).
 
 A search parameter is just a dotted path into this tree (`optim.lr`,

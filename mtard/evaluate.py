@@ -1,6 +1,6 @@
 """Robustness evaluation: the attack suite of this line of work, as plain data.
 
-The protocol (see ``shared/mtard_reference.md``, "Evaluation protocol") is L∞ white-box
+The protocol (see docs/evaluation.md, "The attacks") is L∞ white-box
 evaluation of a model in eval mode: clean, FGSM, PGD-20 in the TRADES setting (step 0.003)
 and in the SAT setting (step 2/255), CW∞ (confidence 50, 30 steps of 2/255) and standard
 AutoAttack (APGD-CE, APGD-T, FAB-T, Square, via ``pyautoattack``).

@@ -3,7 +3,7 @@
 A step takes a clean batch and returns a dict of loss parts; `"loss"` carries the
 gradient, every other entry is a detached number that flows unchanged into the
 logs (so adding a method never touches logging). Formulas follow the reference
-(`../shared/mtard_reference.md`); the official choices are the config defaults.
+(docs/algorithm.md); the official choices are the config defaults.
 
 Distributed runs pass `reduce_mean`, an all-reduce over ranks: MTARD's controllers
 consume per-batch statistics, and averaging them keeps τ and w identical on every

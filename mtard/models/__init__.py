@@ -1,7 +1,7 @@
 """Model registry: every student and teacher architecture, built by name.
 
 All models take images in [0, 1] with no mean/std normalisation (attacks work in that
-space, see the reference), accept any channel count and class count, and end in a global
+space; docs/algorithm.md, 'Teachers and students'), accept any channel count and class count, and end in a global
 average pool over whatever map is left, so the same names serve the 8×8 digits default
 and 32×32 CIFAR. The published architectures compute exactly what their official code
 computes on 32×32 (same pooling op, same arithmetic; see each module).

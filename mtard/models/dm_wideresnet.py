@@ -2,7 +2,7 @@
 
 MTARD's CIFAR-100 teachers are Gowal et al.'s WRN-70-16 (robust; from the RobustBench zoo as
 `rb:Gowal2020Uncovering`) and a clean WRN-22-6, both in the layout of DeepMind's
-adversarial-robustness code (`../shared/mtard_reference.md`). This module builds that layout
+adversarial-robustness code (docs/algorithm.md, 'Teachers and students'). This module builds that layout
 so a clean WRN-22-6 can be trained by recipe and files interchange with DeepMind/RobustBench ones:
 
 * parameter names `init_conv`, `layer.G.block.B.{batchnorm_0, conv_0, batchnorm_1, conv_1, shortcut}`,

@@ -2,7 +2,7 @@
 
 Why cooperative: a Tune scheduler that stops a trial kills its function, which leaks a Ray Train
 trial's worker placement group (unless the dashboard's State API is up), destroys the reused trial
-process and can lose the epoch's checkpoint (`../shared/ray_notes.md`). Here the trial itself asks at
+process and can lose the epoch's checkpoint (docs/ray.md, 'The placement-group leak'). Here the trial itself asks at
 a rung epoch and, told to stop, makes its usual report (with the checkpoint) and returns normally.
 
 * `start_judge` (the search driver) creates the judge, pinned to the driver's node, where it appends

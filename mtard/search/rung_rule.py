@@ -11,7 +11,7 @@ distance within a front (Schmucker et al. 2021, arXiv 2106.12639). A newcomer at
 
 otherwise it **stops**. The decision concerns the newcomer only: Syne Tune's MOASHA reads the rank of the
 *worst* item of the ordering instead, which stops a newcomer that dominates everything (see
-``../shared/ray_notes.md``). Earlier trials are never re-judged (asynchronous: they were promoted or
+docs/ray.md, 'MO-ASHA'). Earlier trials are never re-judged (asynchronous: they were promoted or
 stopped when they arrived). Ties in the ordering go to the earlier arrival, so a newcomer that merely equals
 a kept result is not preferred over it.
 
