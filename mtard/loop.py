@@ -19,6 +19,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -154,14 +155,28 @@ def seed_everything(seed: int, epoch: int, rank: int) -> None:
     random.seed(value)
 
 
+class StopRule(Protocol):
+    """A search's early-stopping rule as the loop sees it (MO-ASHA's rung judge): the stop hook a
+    context is given. The loop knows nothing of the search; the search hands its rule in."""
+
+    def asks_at(self, epoch: int) -> bool:
+        """Whether the rule may stop the run after `epoch` (a rung); elsewhere it is not asked."""
+        ...
+
+    def stops(self, epoch: int, metrics: dict) -> bool:
+        """Whether the run ends after this epoch; if so the reason goes into `metrics`."""
+        ...
+
+
 class Context:
     """What differs between a plain process and a Ray Train worker. This one is the plain process."""
 
     rank = 0
     world_size = 1
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, stop_rule: StopRule | None = None):
         self.device = device
+        self.stop_rule = stop_rule
 
     def all_reduce_mean(self, t: Tensor) -> Tensor:
         return t
@@ -198,7 +213,7 @@ class Context:
         answer. A stopped run still reports this epoch with its checkpoint, then returns normally;
         the context adds the decision's reason to `metrics`. Outside a search: never.
         """
-        return False
+        return self.stop_rule is not None and self.stop_rule.asks_at(epoch) and self.stop_rule.stops(epoch, metrics)
 
 
 class LocalContext(Context):

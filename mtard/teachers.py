@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mtard import checkpoint as ckpt
+from mtard import robustbench_zoo
 from mtard.config import from_dict, read_yaml
 from mtard.errors import MtardError
 
@@ -101,10 +102,9 @@ def resolve(
     `field_path` is the config field the name came from (`teachers.clean` / `teachers.robust`, or
     `space.teachers.robust` in a search space); its last part is the role the run needs.
     """
-    from mtard import robustbench_zoo
-
     if robustbench_zoo.is_zoo_name(name):
-        entry = robustbench_zoo.zoo_entry(name, dataset, robustbench_dir, field_path=field_path)
+        root = Path(os.path.expanduser(robustbench_dir)) if robustbench_dir else teacher_dir() / "robustbench"
+        entry = TeacherEntry(**robustbench_zoo.zoo_fields(name, dataset, root, field_path=field_path))
     else:
         entry = get_entry(catalog, name, field_path=field_path)
     if entry.dataset != dataset:
@@ -164,8 +164,6 @@ def expected_sha256(entry: TeacherEntry) -> str:
 
 def missing_message(entry: TeacherEntry, path: Path) -> str:
     """The error for a teacher whose file is not here: where it should be and how to get it there."""
-    from mtard import robustbench_zoo
-
     if robustbench_zoo.is_zoo_name(entry.name):
         return robustbench_zoo.missing_message(entry, path)
     how = f"train it with `mtard teachers train {entry.name}` (on a cluster: launch/train_teacher.sh {entry.name}, which publishes it to the storage)"
@@ -290,7 +288,6 @@ class FrozenTeacher(nn.Module):
 
 def build_teacher(entry: TeacherEntry, path: Path, *, num_classes: int, in_channels: int, image_size: int) -> FrozenTeacher:
     """Build the entry's architecture and strictly load `path` into it (weights only)."""
-    from mtard import robustbench_zoo
     from mtard.models import build_model
 
     if robustbench_zoo.is_zoo_name(entry.name):
@@ -321,7 +318,10 @@ def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustb
 
 def fetch_zoo_file(entry: TeacherEntry) -> None:
     """A RobustBench teacher missing here is downloaded (once per node, under a lock); others are left alone."""
-    from mtard import robustbench_zoo
-
-    if robustbench_zoo.is_zoo_name(entry.name) and not checkpoint_path(entry).is_file():
-        robustbench_zoo.download(entry)
+    path = checkpoint_path(entry)
+    if not robustbench_zoo.is_zoo_name(entry.name) or path.is_file():
+        return
+    writable_dir(path.parent)
+    with node_lock(path.with_name(path.name + ".lock")):
+        if not path.is_file():  # else another process on this node fetched it while we waited
+            robustbench_zoo.download(entry)

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from mtard.config import (
+    NEEDS_TEACHERS,
     TrainConfig,
     coerce,
     config_from_dict,
@@ -284,8 +285,6 @@ class SearchSpace:
 
     def teacher_names(self) -> list[tuple[str, str]]:
         """Every (teachers.<role>, name) some trial can use: train them before the search starts."""
-        from mtard.methods import NEEDS_TEACHERS
-
         cfg = self.fixed_config()
         methods = self._values("method.name", cfg)
         roles = sorted({role for m in methods for role in NEEDS_TEACHERS[m]})

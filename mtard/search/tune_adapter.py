@@ -37,11 +37,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mtard import checkpoint as ckpt
 from mtard.checkpoint import CHECKPOINT_FILE
+from mtard.config import NEEDS_TEACHERS
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
 from mtard.search.files import ExperimentFiles, train_run_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
-from mtard.search.rung_judge import RungClient, judged_stop
+from mtard.search.rung_judge import RungClient
 from mtard.search.space import SearchSpace
 from mtard.storage import join, put_atomic, read_text, with_scheme
 
@@ -72,8 +73,7 @@ class TuneContext(Context):
     """The loop's view of a direct trial: one process; checkpoints and metrics through Tune."""
 
     def __init__(self, device, newest: dict | None = None, rungs: RungClient | None = None):
-        super().__init__(device)
-        self.rungs = rungs
+        super().__init__(device, rungs)
         # The driver's record of this trial's newest checkpoint (checkpoints.json): after a driver
         # crash it can be newer than the one in Tune's saved state, which is a few seconds old.
         self._newest = newest or {}
@@ -98,9 +98,6 @@ class TuneContext(Context):
                 self._state = ckpt.read(local, self.device)
             self.resumed_from = location.rsplit("/", 1)[0]
         return self._state
-
-    def rung_stop(self, epoch: int, metrics: dict) -> bool:
-        return judged_stop(self.rungs, epoch, metrics)
 
     def save_best(self, payload: dict) -> None:
         """`BEST_FILE` in the trial's storage folder, beside (and outliving) Tune's `checkpoint_*` folders."""
@@ -206,7 +203,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str
             tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0], REPLAYED_KEY: 1})
             return
         rungs = rung_client(space, experiment, trial_id, config)
-        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], rungs=rungs)
+        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], stop_rule=rungs)
         try:
             fit_trainer(trainer, train_storage)
         except MtardError as err:
@@ -369,8 +366,6 @@ class SearchProgress(Callback):
 
     def make_record(self, trial, *, error: str | None) -> TrialRecord:
         """A TrialRecord from a finished Tune trial (status, reason, metrics, checkpoint, times)."""
-        from mtard.methods import NEEDS_TEACHERS
-
         metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in TUNE_KEYS}
         params = trial_params(trial.config or {}, self.space)
         newest = self.newest.get(trial.trial_id, {})
