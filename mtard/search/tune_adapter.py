@@ -1,5 +1,6 @@
-"""Everything that touches Ray Tune and Optuna: the trial functions, the Optuna adapter, the
-search's callback. (The only module of mtard that imports `ray.tune` or `optuna`.)
+"""Ray Tune and Optuna at run time: the trial functions, the Optuna adapter, the search's callback.
+(Besides this module only `run.py` imports `ray.tune`, to build and restore the Tuner, and only
+`space.py` imports `optuna`, for its sampler; `lint-imports` enforces both.)
 
 Two trial functions, chosen by `mtard.search.resources.uses_ray_train`:
 
