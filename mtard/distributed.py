@@ -28,7 +28,7 @@ from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, StopRule, TrainingDiverged, fit
-from mtard.storage import absolute, put_atomic
+from mtard.storage import absolute, is_uri, put_atomic
 
 
 def wants_sync_batchnorm(device: torch.device, world_size: int, enabled: bool = True) -> bool:
@@ -240,7 +240,7 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     from mtard.runs import check_run_dir
 
     storage = absolute(storage, cfg.out_dir)
-    local = "://" not in storage
+    local = not is_uri(storage)
     run_dir = Path(storage) / cfg.name if local else None
     if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's
         check_run_dir(run_dir, cfg, resume=resume)

@@ -126,7 +126,7 @@ def download(entry) -> None:
 
     print(f"[teachers] downloading RobustBench {dataset}/{threat}/{model_id} to {path}", file=sys.stderr, flush=True)
     try:
-        atomic_write(path, fetch)
+        atomic_write(path, fetch, shared=True)
     except MtardError:
         raise
     except Exception as err:  # offline, quota, moved file: say where to put it by hand

@@ -45,7 +45,7 @@ from mtard.search.files import ExperimentFiles, train_run_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
 from mtard.search.rung_judge import RungClient
 from mtard.search.space import SearchSpace
-from mtard.storage import join, put_atomic, read_text, with_scheme
+from mtard.storage import join, local_file, put_atomic, read_text, with_scheme
 
 DEFAULT_KEY = "is_default"  # Tune config key marking the enqueued defaults trial
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # a reported checkpoint directory (Ray's TuneReportCallback name)
@@ -95,7 +95,7 @@ class TuneContext(Context):
         if int(self._newest.get("epoch") or 0) > have:
             location = self._newest["checkpoint"]
             with tempfile.TemporaryDirectory() as directory:
-                local = _local_copy(location, Path(directory))
+                local = local_file(location, Path(directory))
                 self._state = ckpt.read(local, self.device)
             self.resumed_from = location.rsplit("/", 1)[0]
         return self._state
@@ -115,12 +115,6 @@ class TuneContext(Context):
         with tempfile.TemporaryDirectory() as directory:
             ckpt.save(Path(directory) / CHECKPOINT_FILE, payload)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def _local_copy(location: str, folder: Path) -> Path:
-    from mtard.storage import download, is_uri
-
-    return download(location, folder / CHECKPOINT_FILE) if is_uri(location) else Path(location)
 
 
 def rung_client(space: SearchSpace, experiment: str, trial_id: str, config: dict) -> RungClient | None:

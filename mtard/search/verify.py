@@ -10,22 +10,18 @@ from mtard.errors import MtardError
 from mtard.search.files import VERIFIED_DIR
 from mtard.search.records import Objective
 from mtard.search.render import csv_text
-from mtard.storage import atomic_write, download, is_uri, json_safe
+from mtard.storage import atomic_write, json_safe, local_file
 
 #: Attacks `evaluate_front` runs by default (the papers' test-set table).
 VERIFY_ATTACKS = ["clean", "pgd20_sat", "pgd20_trades", "cw", "autoattack"]
 
 
 def _local_checkpoint(location: str, exp_dir: Path, cache: Path) -> Path:
-    """A local path for a checkpoint recorded as a path or a storage URI (s3://, gs://, ...)."""
-    if location.startswith("file://"):
-        location = location[len("file://"):]
-    if not is_uri(location):
-        path = Path(location)
-        if not path.is_absolute() and not path.exists() and (exp_dir / path).exists():
-            path = exp_dir / path
-        return path
-    return download(location, cache / Path(location).name)
+    """A local path for a checkpoint recorded as a path (relative ones also from the experiment folder) or a URI."""
+    path = local_file(location, cache)
+    if not path.is_absolute() and not path.exists() and (exp_dir / path).exists():
+        path = exp_dir / path
+    return path
 
 
 def evaluate_front(
