@@ -41,8 +41,10 @@ from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import NEEDS_TEACHERS
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
-from mtard.search.files import ExperimentFiles, train_run_name
+from mtard.runs import RunFolder, checkpoint_dir
+from mtard.search.files import ExperimentFiles, train_run_name, trial_dir_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
+from mtard.search.resources import uses_ray_train
 from mtard.search.rung_judge import RungClient
 from mtard.search.space import SearchSpace
 from mtard.storage import join, local_file, put_atomic, read_text, with_scheme
@@ -97,7 +99,7 @@ class TuneContext(Context):
             with tempfile.TemporaryDirectory() as directory:
                 local = local_file(location, Path(directory))
                 self._state = ckpt.read(local, self.device)
-            self.resumed_from = location.rsplit("/", 1)[0]
+            self.resumed_from = checkpoint_dir(location)
         return self._state
 
     def save_best(self, payload: dict) -> None:
@@ -138,7 +140,7 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: s
         from mtard.loop import resolve_device
 
         trial_id = tune.get_context().get_trial_id()
-        cfg = space.trial_config(trial_params(config, space), name=f"trial-{trial_id}")
+        cfg = space.trial_config(trial_params(config, space), name=trial_dir_name(trial_id))
         # The trial's reserved GPU is the only one Ray lets it see; a CPU trial stays on the CPU.
         device = resolve_device("cuda" if cfg.scaling.gpus_per_worker > 0 else "cpu")
         ctx = TuneContext(device, newest.get(trial_id), rung_client(space, experiment, trial_id, config))
@@ -166,7 +168,8 @@ def train_run_state(train_storage: str, run_name: str) -> dict | None:
     """
     import json
 
-    text = read_text(join(train_storage, run_name, "checkpoint_manager_snapshot.json"))
+    run = RunFolder(join(train_storage, run_name))
+    text = read_text(run.snapshot)
     if not text:
         return None
     try:
@@ -177,7 +180,7 @@ def train_run_state(train_storage: str, run_name: str) -> dict | None:
         return None
     return {
         "metrics": dict(latest.get("metrics") or {}),
-        "checkpoint": join(train_storage, run_name, latest["checkpoint_dir_name"], CHECKPOINT_FILE),
+        "checkpoint": run.checkpoint(latest["checkpoint_dir_name"]),
     }
 
 
@@ -195,7 +198,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str
         state = train_run_state(train_storage, name)
         if state and _finished(state["metrics"], cfg.optim.epochs):
             # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0], REPLAYED_KEY: 1})
+            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: checkpoint_dir(state["checkpoint"]), REPLAYED_KEY: 1})
             return
         rungs = rung_client(space, experiment, trial_id, config)
         trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], stop_rule=rungs)
@@ -374,7 +377,7 @@ class SearchProgress(Callback):
         checkpoint = str(newest.get("checkpoint", ""))
         if checkpoint and fixed.eval.select == "best" and finite(metrics.get("selected_epoch")) and metrics["selected_epoch"] > 0:
             # The selected epoch stands for the trial: best.pt beside the run's checkpoint_* folders.
-            checkpoint = join(checkpoint.rsplit("/", 2)[0], BEST_FILE)
+            checkpoint = self.files.trial_run(trial.trial_id, ray_train=uses_ray_train(self.space)).best
         return TrialRecord(
             trial_id=trial.trial_id, status=status, reason=reason, params=params, metrics=metrics,
             epochs=int(metrics.get("epoch") or newest.get("epoch") or 0), budget=budget,
