@@ -300,7 +300,7 @@ def validation_autocast(cfg: TrainConfig, device: torch.device):
     return nullcontext()
 
 
-def validate(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
+def validation_metrics(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
     """Clean and PGD accuracy on (this rank's shard of) the validation split, summed over ranks.
 
     `autocast` is the validation precision context (`validation_autocast(cfg, device)` in `fit`).
@@ -426,7 +426,7 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
         means = log.means()
         reduced = ctx.all_reduce_mean(torch.stack(list(means.values()))).tolist() if means else []
         metrics = {"epoch": epoch, "lr": lr, **dict(zip(means, reduced))}
-        metrics.update(validate(unwrap(student), cfg, splits, ctx, validation_autocast(cfg, device)))
+        metrics.update(validation_metrics(unwrap(student), cfg, splits, ctx, validation_autocast(cfg, device)))
         selected, is_selected = update_selection(cfg, selected, metrics)
         metrics.update(selected)
         total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()

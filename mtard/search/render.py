@@ -3,7 +3,7 @@ Pareto figure and TensorBoard events.
 
 * `write_review` computes the review and writes ``pareto.csv``, ``pareto.json``, ``trials.csv``
   and ``hypervolume.csv`` (strict JSON: NaN written as null; every file replaced atomically).
-* `render_table` / `render_verified`: terminal tables; `pareto_figure`: a matplotlib figure;
+* `render_front_table` / `render_verified`: terminal tables; `pareto_figure`: a matplotlib figure;
   `TensorBoardReview`: a run named ``review`` next to the trials, so ``tensorboard --logdir
   runs/<name>`` shows the trials' curves *and* the front.
 """
@@ -29,7 +29,7 @@ __all__ = [
     "REVIEW_RUN",
     "TensorBoardReview",
     "pareto_figure",
-    "render_table",
+    "render_front_table",
     "render_verified",
     "review_json",
     "write_review",
@@ -187,7 +187,7 @@ def _fmt_hv(hv: float) -> str:
     return "n/a" if math.isnan(hv) else f"{hv:.4f}"
 
 
-def render_table(data: ReviewData) -> str:
+def render_front_table(data: ReviewData) -> str:
     """The front as a terminal table, then one line per excluded trial with its reason."""
     ref = ", ".join(_fmt(r) for r in data.reference)
     lines = [

@@ -254,10 +254,10 @@ def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrenc
 
 
 def _final_text(data: ReviewData, files: ExperimentFiles) -> str:
-    from mtard.search.render import render_table
+    from mtard.search.render import render_front_table
 
     return (
-        f"{render_table(data)}\n"
+        f"{render_front_table(data)}\n"
         f"results: {files.uri}/ (pareto.csv, trials.csv, pareto.json, study.db); "
         f"tensorboard --logdir {files.uri}"
     )

@@ -66,6 +66,7 @@ from typing import Any
 from mtard.config import (
     NEEDS_TEACHERS,
     TrainConfig,
+    check_resources,
     coerce,
     config_from_dict,
     field_paths,
@@ -74,7 +75,7 @@ from mtard.config import (
     read_yaml,
     resolve_config_path,
     set_path,
-    validate,
+    validate_config,
 )
 from mtard.errors import MtardError
 from mtard.search.records import Objective
@@ -257,7 +258,7 @@ class SearchSpace:
         if cfg.runtime.threads == 0 and cfg.scaling.gpus_per_worker == 0:
             # CPU trials share the machine: one torch thread per reserved CPU, not one per core.
             cfg.runtime.threads = max(1, int(cfg.scaling.cpus_per_worker))
-        validate(cfg)
+        validate_config(cfg)
         return cfg
 
     # -------- Optuna
@@ -387,7 +388,7 @@ def parse_space(data: dict, *, source: Path | None = None) -> SearchSpace:
     )
     fixed_cfg = space.fixed_config()
     try:
-        validate(fixed_cfg)
+        validate_config(fixed_cfg)
     except MtardError as err:
         raise MtardError(f"{where}: the base config with `set`, budget and resources is invalid: {err}") from err
     space.objectives = _parse_objectives(data.get("objectives"), fixed_cfg)
@@ -481,20 +482,11 @@ def _parse_resources(data: dict, base_cfg: TrainConfig) -> dict:
     for key, tp in RESOURCE_KEYS.items():
         if key in data:
             out[key] = coerce(data[key], tp, f"resources.{key}")
-    if out["workers"] < 1:
-        raise MtardError(f"resources.workers: must be >= 1, got {out['workers']}")
-    if out["cpus_per_worker"] <= 0:
-        raise MtardError(f"resources.cpus_per_worker: must be > 0, got {out['cpus_per_worker']}")
     for name, amount in out["custom"].items():
         if name in ("CPU", "GPU"):
             raise MtardError(f"resources.custom.{name}: use resources.{name.lower()}s_per_worker")
-        amount = _number(amount, f"resources.custom.{name}")
-        if amount <= 0:
-            raise MtardError(f"resources.custom.{name}: must be > 0, got {amount}")
-        out["custom"][name] = amount
-    g = out["gpus_per_worker"]
-    if g < 0 or (g > 1 and not float(g).is_integer()):
-        raise MtardError(f"resources.gpus_per_worker: must be >= 0, and a whole number above 1 (got {g})")
+        out["custom"][name] = _number(amount, f"resources.custom.{name}")
+    check_resources(out["workers"], out["cpus_per_worker"], out["gpus_per_worker"], out["custom"], where="resources", custom_where="resources.custom")
     return out
 
 
@@ -704,7 +696,7 @@ def _check_probes(space: SearchSpace) -> None:
                 set_path(cfg, ref, allowed[0])
             set_path(cfg, p.path, value)
             try:
-                validate(cfg)
+                validate_config(cfg)
             except MtardError as err:
                 # teacher roles needed by a method choice: a searched teacher parameter may fill them
                 if p.path == "method.name" and str(err).startswith("teachers.") and str(err).split(":")[0] in by_path:
