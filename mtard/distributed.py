@@ -27,7 +27,8 @@ from mtard import checkpoint as ckpt
 from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
-from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, StopRule, TrainingDiverged, fit
+from mtard.loop import BEST_FILE, Context, StopRule, TrainingDiverged, fit
+from mtard.runs import CHECKPOINTS_TO_KEEP, failure_report
 from mtard.storage import absolute, is_uri, put_atomic
 
 
@@ -148,9 +149,7 @@ def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
     try:
         fit(cfg, ctx)
     except TrainingDiverged as err:
-        nan = float("nan")
-        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
-                    **{k: nan for k in SELECTION_METRICS}}, None)
+        ctx.report(failure_report(err.epoch, str(err), diverged=True), None)
 
 
 def train_fn_per_worker(config: dict) -> None:
@@ -196,8 +195,7 @@ def build_trainer(
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            # Resuming needs only the latest checkpoint; keeping all would cost GBs per CIFAR trial.
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
             callbacks=callbacks or [],
         ),
     )

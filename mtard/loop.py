@@ -31,7 +31,7 @@ from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
 from mtard.methods import Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
-from mtard.runs import BEST_FILE
+from mtard.runs import BEST_FILE, SELECTION_METRICS
 from mtard.teachers import (
     build_teacher,
     load_catalog,
@@ -40,10 +40,6 @@ from mtard.teachers import (
     staged_path,
     verified_file,
 )
-
-#: Reported every epoch: the epoch the run stands for so far (`eval.select`) and its validation
-#: numbers. A search takes its objectives from the selected epoch by naming these.
-SELECTION_METRICS = ("selected_epoch", "selected_score", "selected_val_clean_acc", "selected_val_pgd_acc")
 
 
 class EpochLog:

@@ -25,6 +25,27 @@ CHECKPOINT_FILE = "checkpoint.pt"  # a run's checkpoint inside its folder (plain
 #: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
 BEST_FILE = "best.pt"
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's kept checkpoints
+# Checkpoint folders Ray keeps per Ray Train run or Tune trial: resuming needs only the latest;
+# keeping all would cost GBs per CIFAR run. `best.pt` is kept apart from them.
+CHECKPOINTS_TO_KEEP = 2
+
+#: Reported every epoch: the epoch the run stands for so far (`eval.select`) and its validation
+#: numbers. A search takes its objectives from the selected epoch by naming these.
+SELECTION_METRICS = ("selected_epoch", "selected_score", "selected_val_clean_acc", "selected_val_pgd_acc")
+#: Metrics every run reports every epoch (`mtard.loop.fit`): what a search may take as an objective.
+#: The selected_* metrics are the selected epoch's values (eval.select: best); under `last` they equal the epoch's own.
+EPOCH_METRICS = (
+    "val_clean_acc", "val_pgd_acc", "selected_val_clean_acc", "selected_val_pgd_acc", "selected_score",
+    "loss", "train_time_s", "samples_per_s", "lr",
+)
+
+
+def failure_report(epoch: int, error: str, *, diverged: bool) -> dict:
+    """What a run reports when it ends without a result: `diverged: 1` (the loss became NaN/inf) or
+    `failed: 1` (an mtard error), the message, and NaN for every epoch metric, so no objective is ever
+    missing from it, only not a number. Both causes are deterministic: a restart would end the same way."""
+    nan = float("nan")
+    return {"epoch": epoch, "diverged" if diverged else "failed": 1.0, "error": error, **{m: nan for m in (*EPOCH_METRICS, *SELECTION_METRICS)}}
 
 # Files that mean "this folder holds (part of) a trained run". config.yaml alone does not:
 # it is written at the start, so a run that failed before its first epoch lost nothing.

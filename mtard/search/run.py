@@ -36,14 +36,13 @@ import os
 from pathlib import Path
 
 from mtard.errors import MtardError
+from mtard.runs import CHECKPOINTS_TO_KEEP
 from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
 from mtard.staging import stage_search_teachers
 from mtard.storage import absolute, check_writable
-
-CHECKPOINTS_TO_KEEP = 2  # per trial: resuming needs only the latest; all would cost GBs per CIFAR trial
 
 
 def run_search(

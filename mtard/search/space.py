@@ -78,6 +78,7 @@ from mtard.config import (
     validate_config,
 )
 from mtard.errors import MtardError
+from mtard.runs import EPOCH_METRICS
 from mtard.search.records import Objective
 from mtard.text import format_eps
 
@@ -94,12 +95,7 @@ RESOURCE_KEYS = {
     "ray_train": bool,
 }
 BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s")
-# Metrics every trial reports every epoch (mtard.loop.fit).
-# The selected_* metrics are the selected epoch's values (eval.select: best); under `last` they equal the epoch's own.
-KNOWN_METRICS = (
-    "val_clean_acc", "val_pgd_acc", "selected_val_clean_acc", "selected_val_pgd_acc", "selected_score",
-    "loss", "train_time_s", "samples_per_s", "lr",
-)
+KNOWN_METRICS = EPOCH_METRICS  # what an objective may name: every trial reports these every epoch
 DEFAULT_OBJECTIVES = ({"metric": "val_clean_acc", "direction": "max"}, {"metric": "val_pgd_acc", "direction": "max"})
 
 # Fields the search itself owns: where to set them instead.
@@ -414,13 +410,24 @@ def _check_writable_path(path: str, where: str) -> None:
         raise MtardError(f"{where}: {path} is set by the search ({OWNED[path]})")
 
 
+def _as_config_holds(base_cfg: TrainConfig, path: str, value: Any, where: str = "") -> Any:
+    """`value` as config field `path` holds it (parsed and typed as `set_path` does), through a copy
+    of `base_cfg`; the error of a value the field refuses starts with `where` when given."""
+    probe = copy.deepcopy(base_cfg)
+    try:
+        set_path(probe, path, value)
+    except MtardError as err:
+        if not where:
+            raise
+        raise MtardError(f"{where}: {err}") from err
+    return get_path(probe, path)
+
+
 def _parse_set(data: dict, base_cfg: TrainConfig) -> dict:
     out = {}
-    probe = copy.deepcopy(base_cfg)
     for path, value in data.items():
         _check_writable_path(str(path), f"set.{path}")
-        set_path(probe, str(path), value)
-        out[str(path)] = get_path(probe, str(path))
+        out[str(path)] = _as_config_holds(base_cfg, str(path), value)
     return out
 
 
@@ -597,12 +604,7 @@ def _parse_params(data: dict, space: SearchSpace) -> list[Param]:
                 raise MtardError(f"{where}: {ref} is a {target.kind} range; `when` can only refer to `choice` parameters")
             values = []
             for v in allowed:
-                probe = copy.deepcopy(space.base_config)
-                try:
-                    set_path(probe, ref, v)
-                except MtardError as err:
-                    raise MtardError(f"{where}: {err}") from err
-                v = get_path(probe, ref)
+                v = _as_config_holds(space.base_config, ref, v, where)
                 if not target.contains(v):
                     raise MtardError(f"{where}: {v!r} is not one of {ref}'s choices {list(target.choices)}")
                 values.append(v)
@@ -628,12 +630,7 @@ def _parse_param(path: str, spec: dict, tp: Any, base_cfg: TrainConfig, where: s
         for i, v in enumerate(values):
             if isinstance(v, (list, dict)):
                 raise MtardError(f"{where}.choice[{i}]: {v!r}: choices must be single values (true/false, numbers, strings)")
-            probe = copy.deepcopy(base_cfg)
-            try:
-                set_path(probe, path, v)
-            except MtardError as err:
-                raise MtardError(f"{where}.choice[{i}]: {err}") from err
-            value = get_path(probe, path)
+            value = _as_config_holds(base_cfg, path, v, f"{where}.choice[{i}]")
             if any(_same(value, c) for c in coerced):
                 raise MtardError(f"{where}.choice: {value!r} is listed twice")
             coerced.append(value)

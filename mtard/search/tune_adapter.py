@@ -41,7 +41,7 @@ from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import NEEDS_TEACHERS
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
-from mtard.runs import RunFolder, checkpoint_dir
+from mtard.runs import RunFolder, checkpoint_dir, failure_report
 from mtard.search.files import ExperimentFiles, train_run_name, trial_dir_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
 from mtard.search.resources import uses_ray_train
@@ -62,11 +62,6 @@ TUNE_KEYS = {
 
 def trial_params(config: dict, space: SearchSpace) -> dict:
     return {k: v for k, v in config.items() if k in space.param_paths}
-
-
-def _failure_report(err: MtardError, epoch: int, objectives: list[str]) -> dict:
-    """What a trial reports when an mtard error ends it: deterministic, so Tune must not retry it."""
-    return {"epoch": epoch, "failed": 1.0, "error": str(err), **{m: float("nan") for m in objectives}}
 
 
 # ---------------------------------------------------------------- direct trials
@@ -127,9 +122,13 @@ def rung_client(space: SearchSpace, experiment: str, trial_id: str, config: dict
     return RungClient(experiment, trial_id, tuple(s["rungs"]), tuple(space.metrics), protected=bool(config.get(DEFAULT_KEY)))
 
 
-def _finished(metrics: dict, budget: int) -> bool:
-    """Trained its budget, or stopped at a rung: a restarted trial reports this again, trains nothing."""
-    return int(metrics.get("epoch") or 0) >= budget or bool(metrics.get(STOP_KEY))
+def _replay_if_finished(metrics: dict | None, checkpoint_dir: str, budget: int) -> bool:
+    """Report a trial that finished before a driver crash (Tune's saved state predates it) from its last
+    checkpoint's metrics, training nothing; True if it had. Finished: trained its budget, or stopped at a rung."""
+    if metrics is None or not (int(metrics.get("epoch") or 0) >= budget or metrics.get(STOP_KEY)):
+        return False
+    tune.report({**metrics, CHECKPOINT_PATH_KEY: checkpoint_dir, REPLAYED_KEY: 1})
+    return True
 
 
 def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: str):
@@ -146,13 +145,11 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: s
         ctx = TuneContext(device, newest.get(trial_id), rung_client(space, experiment, trial_id, config))
         try:
             state = ctx.latest_checkpoint()
-            if state is not None and _finished(state["metrics"], cfg.optim.epochs):
-                # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-                tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: ctx.resumed_from, REPLAYED_KEY: 1})
+            if _replay_if_finished(state and state["metrics"], ctx.resumed_from, cfg.optim.epochs):
                 return
             fit_reporting_divergence(cfg, ctx)
         except MtardError as err:
-            tune.report(_failure_report(err, 0, space.metrics))
+            tune.report(failure_report(0, str(err), diverged=False))  # deterministic: Tune must not retry it
 
     return direct_trial
 
@@ -196,9 +193,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str
         name = train_run_name(trial_id)
         cfg = space.trial_config(trial_params(config, space), name=name)
         state = train_run_state(train_storage, name)
-        if state and _finished(state["metrics"], cfg.optim.epochs):
-            # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: checkpoint_dir(state["checkpoint"]), REPLAYED_KEY: 1})
+        if state and _replay_if_finished(state["metrics"], checkpoint_dir(state["checkpoint"]), cfg.optim.epochs):
             return
         rungs = rung_client(space, experiment, trial_id, config)
         trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], stop_rule=rungs)
@@ -206,7 +201,7 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str
             fit_trainer(trainer, train_storage)
         except MtardError as err:
             epoch = int((train_run_state(train_storage, name) or {"metrics": {}})["metrics"].get("epoch", 0))
-            tune.report(_failure_report(err, epoch, space.metrics))
+            tune.report(failure_report(epoch, str(err), diverged=False))
 
     return ray_train_trial
 
