@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "render_front_table",
     "render_verified",
     "review_json",
+    "review_search",
     "write_review",
 ]
 
@@ -450,6 +451,22 @@ class TensorBoardReview:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def review_search(
+    exp_dir: Path, records: list[TrialRecord], objectives: list[Objective], *,
+    board: TensorBoardReview | None = None, push: Callable[[], None] | None = None,
+) -> ReviewData:
+    """One review of a search, in its one order: compute it, write its files into `exp_dir`, draw it
+    in TensorBoard (`board`: a caller that reviews again keeps one open), then `push` the files to
+    the storage. The search's callback after each trial, the end of `mtard search` and
+    `mtard compare` all review through here."""
+    data = write_review(exp_dir, records, objectives)
+    if board is not None:
+        board.write(data)
+    if push is not None:
+        push()
+    return data
 
 
 

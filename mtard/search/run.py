@@ -163,6 +163,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     from ray import tune
 
     from mtard.search import tune_adapter
+    from mtard.search.records import read_records
+    from mtard.search.render import review_search
     from mtard.search.rung_judge import start_judge
 
     started = _start_ray(address, space)
@@ -207,7 +209,7 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
             tuner = _new_tuner(space, files, trainable, concurrency)
         tuner.fit()
         tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
-        data = tune_adapter.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
+        data = review_search(files.local, read_records(files.records), list(space.objectives), push=files.push)  # the callback drew each trial
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)

@@ -404,17 +404,14 @@ class SearchProgress(Callback):
             flush=True,
         )
 
-    def review(self, *, tensorboard: bool = True):
-        from mtard.search.render import TensorBoardReview, write_review
+    def review(self):
+        """`review_search` with this search's TensorBoard review run, kept open between trials."""
+        from mtard.search.render import TensorBoardReview, review_search
 
         objectives = list(self.space.objectives)
-        data = write_review(self.files.local, read_records(self.files.records), objectives)
-        if tensorboard:
-            if self._tb is None:
-                self._tb = TensorBoardReview(self.files.local, objectives)
-            self._tb.write(data)
-        self.files.push()
-        return data
+        if self._tb is None:
+            self._tb = TensorBoardReview(self.files.local, objectives)
+        return review_search(self.files.local, read_records(self.files.records), objectives, board=self._tb, push=self.files.push)
 
 
 def _same_result(a: TrialRecord, b: TrialRecord) -> bool:
