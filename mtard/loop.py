@@ -202,11 +202,11 @@ class Context:
         """
 
     def rung_stop(self, epoch: int, metrics: dict) -> bool:
-        """Whether a search's early-stopping rule (MO-ASHA) ends the run after this epoch.
+        """Whether the context's stop rule (a search's MO-ASHA judge) ends the run after this epoch.
 
         Called by every rank after the epoch's metrics are all-reduced; every rank gets the same
         answer. A stopped run still reports this epoch with its checkpoint, then returns normally;
-        the context adds the decision's reason to `metrics`. Outside a search: never.
+        the rule adds its reason to `metrics`. Without a rule (outside a search): never.
         """
         return self.stop_rule is not None and self.stop_rule.asks_at(epoch) and self.stop_rule.stops(epoch, metrics)
 
