@@ -46,7 +46,7 @@ import torch
 from mtard.config import load_config, to_dict
 from mtard.data import load_splits
 from mtard.logs import read_metrics
-from mtard.loop import Context, resolve_device, validate
+from mtard.loop import Context, resolve_device, validation_metrics
 from mtard.methods import NEEDS_TEACHERS
 from mtard.teachers import build_teacher, checkpoint_path, get_entry, load_catalog, sidecar
 from mtard.train import ensure_teachers, train_local
@@ -108,7 +108,7 @@ def eval_teachers(cfg, roles: list[str], device: torch.device) -> list[dict]:
         entry = get_entry(catalog, name)
         frozen = build_teacher(entry, checkpoint_path(entry), num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
         model = frozen.model.to(device)  # the bare net: FrozenTeacher.forward is no-grad, PGD needs input gradients
-        acc = validate(model, cfg, splits, Context(device), nullcontext())
+        acc = validation_metrics(model, cfg, splits, Context(device), nullcontext())
         record = sidecar(entry)
         out.append({"role": role, "name": name, "arch": entry.arch, "recipe": entry.recipe, "method": record.get("method", "?"),
                     "epochs": record.get("epochs", "?"), **acc})

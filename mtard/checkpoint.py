@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from mtard.errors import MtardError
+from mtard.runs import CHECKPOINT_FILE as CHECKPOINT_FILE  # the run folder's layout lives in mtard.runs
 from mtard.storage import atomic_write
 
 FORMAT = "mtard-checkpoint-1"
-CHECKPOINT_FILE = "checkpoint.pt"  # a run's checkpoint inside its folder (plain runs, Ray Train, Tune)
 
 
 def model_spec(arch: str, *, num_classes: int, in_channels: int, image_size: int, dataset: str) -> dict:

@@ -65,13 +65,13 @@ def _attack_list(text: str | None) -> list[str] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from mtard.evaluate import evaluate_checkpoint, render_table
+    from mtard.evaluate import evaluate_checkpoint, render_attack_table
 
     report = evaluate_checkpoint(
         args.checkpoint, split=args.split, attacks=_attack_list(args.attacks), eps=args.eps, data_root=args.data_root,
         max_samples=args.max_samples, batch_size=args.batch_size, device=args.device, out=args.out,
         # Shown before the report is written: a failing write cannot take the results with it.
-        on_results=lambda results: print(render_table(results), flush=True),
+        on_results=lambda results: print(render_attack_table(results), flush=True),
         precision="bf16" if args.bf16 else "fp32",
     )
     print(f"written: {report['json']}")
@@ -148,10 +148,10 @@ def _evaluate_front(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from mtard.search.compare import compare
-    from mtard.search.render import render_table
+    from mtard.search.render import render_front_table
 
     data = compare(args.experiments, Path(args.out))
-    print(render_table(data))
+    print(render_front_table(data))
     print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {args.out}")
 
 

@@ -412,7 +412,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None, va
         set_path(cfg, *parse_override(text))
     for path, value in (values or {}).items():
         set_path(cfg, path, value)
-    validate(cfg)
+    validate_config(cfg)
     return cfg
 
 
@@ -437,7 +437,23 @@ def _check(ok: bool, field_path: str, message: str) -> None:
         raise MtardError(f"{field_path}: {message}")
 
 
-def validate(cfg: TrainConfig) -> None:
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, custom: dict, *, where: str, custom_where: str) -> None:
+    """The one rule for what each worker of a run reserves, for a config's `scaling.*` and a search
+    space's `resources:` alike; the error names `<where>.<field>` or `<custom_where>.<resource>`.
+
+    A custom resource must be a number > 0: listing one says the worker needs some of it, so a 0
+    (which asks for nothing) is a mistake to point at, not a request to pass on to Ray.
+    """
+    _check(workers >= 1, f"{where}.workers", f"must be >= 1, got {workers}")
+    _check(cpus_per_worker > 0, f"{where}.cpus_per_worker", f"must be > 0, got {cpus_per_worker}")
+    _check(gpus_per_worker >= 0 and (gpus_per_worker <= 1 or float(gpus_per_worker).is_integer()),
+           f"{where}.gpus_per_worker", f"must be >= 0, and a whole number above 1 (got {gpus_per_worker})")
+    for name, amount in custom.items():
+        _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0,
+               f"{custom_where}.{name}", f"must be a number > 0, got {amount!r}")
+
+
+def validate_config(cfg: TrainConfig) -> None:
     """Range checks that types cannot express; each names the field and the fix.
 
     Every field with a limited range is checked here, before any work starts: a value
@@ -486,12 +502,6 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.eval.select == "best" and cfg.eval.select_criterion != "clean":
         _check(cfg.eval.pgd_steps > 0, "eval.select_criterion", f"{cfg.eval.select_criterion!r} needs PGD accuracy: set eval.pgd_steps > 0 or select_criterion: clean")
     s = cfg.scaling
-    _check(s.workers >= 1, "scaling.workers", "must be >= 1")
-    _check(s.gpus_per_worker >= 0, "scaling.gpus_per_worker", "must be >= 0")
-    _check(s.gpus_per_worker <= 1 or float(s.gpus_per_worker).is_integer(), "scaling.gpus_per_worker", "above 1 it must be a whole number")
-    _check(s.cpus_per_worker > 0, "scaling.cpus_per_worker", "must be > 0")
-    for key, amount in s.resources.items():
-        _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0,
-               f"scaling.resources.{key}", f"must be a number >= 0, got {amount!r}")
+    check_resources(s.workers, s.cpus_per_worker, s.gpus_per_worker, s.resources, where="scaling", custom_where="scaling.resources")
     _check(s.max_failures >= -1, "scaling.max_failures", "must be >= 0, or -1 for unlimited restarts")
     _check(cfg.data.batch_size >= s.workers, "data.batch_size", f"is global and must be >= scaling.workers ({s.workers})")

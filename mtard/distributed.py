@@ -27,8 +27,9 @@ from mtard import checkpoint as ckpt
 from mtard.checkpoint import CHECKPOINT_FILE
 from mtard.config import TrainConfig, config_from_dict, to_dict
 from mtard.errors import MtardError
-from mtard.loop import BEST_FILE, SELECTION_METRICS, Context, TrainingDiverged, fit
-from mtard.storage import absolute, put_atomic
+from mtard.loop import BEST_FILE, Context, StopRule, TrainingDiverged, fit
+from mtard.runs import CHECKPOINTS_TO_KEEP, failure_report
+from mtard.storage import absolute, is_uri, put_atomic
 
 
 def wants_sync_batchnorm(device: torch.device, world_size: int, enabled: bool = True) -> bool:
@@ -51,7 +52,7 @@ def prepare_batchnorm(model: nn.Module, device: torch.device, world_size: int, e
 class RayContext(Context):
     """The loop's view of one Ray Train worker."""
 
-    def __init__(self, log_dir: str | None = None, *, sync_batchnorm: bool = True, rungs=None):
+    def __init__(self, log_dir: str | None = None, *, sync_batchnorm: bool = True, stop_rule: StopRule | None = None):
         import ray.train
         import ray.train.torch
 
@@ -59,9 +60,8 @@ class RayContext(Context):
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.local_rank = context.get_local_rank()
-        super().__init__(ray.train.torch.get_device())
+        super().__init__(ray.train.torch.get_device(), stop_rule)  # a search's rung judge (MO-ASHA) or None
         self.sync_batchnorm = sync_batchnorm
-        self.rungs = rungs  # a search's RungClient (MO-ASHA) or None
         self.log = None
         if log_dir and self.rank == 0:
             from mtard.logs import MetricsLog
@@ -80,11 +80,9 @@ class RayContext(Context):
 
     def rung_stop(self, epoch: int, metrics: dict) -> bool:
         """Rank 0 asks the judge; its answer reaches every rank, so all leave the loop together."""
-        if self.rungs is None or epoch not in self.rungs.rungs:
+        if self.stop_rule is None or not self.stop_rule.asks_at(epoch):
             return False
-        from mtard.search.rung_judge import judged_stop
-
-        stop = judged_stop(self.rungs, epoch, metrics) if self.rank == 0 else False
+        stop = self.stop_rule.stops(epoch, metrics) if self.rank == 0 else False
         return bool(self.all_reduce_sum(torch.tensor([1.0 if stop else 0.0], device=self.device)).item() > 0)
 
     def once_per_node(self, fn) -> None:
@@ -151,15 +149,13 @@ def fit_reporting_divergence(cfg: TrainConfig, ctx: Context) -> None:
     try:
         fit(cfg, ctx)
     except TrainingDiverged as err:
-        nan = float("nan")
-        ctx.report({"epoch": err.epoch, "diverged": 1.0, "error": str(err), "val_clean_acc": nan, "val_pgd_acc": nan,
-                    **{k: nan for k in SELECTION_METRICS}}, None)
+        ctx.report(failure_report(err.epoch, str(err), diverged=True), None)
 
 
 def train_fn_per_worker(config: dict) -> None:
     """The Ray Train entry point: `config` = {"cfg": TrainConfig as a dict, "log_dir": optional path}."""
     cfg = config_from_dict(config["cfg"])
-    ctx = RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm, rungs=config.get("rungs"))
+    ctx = RayContext(config.get("log_dir"), sync_batchnorm=cfg.scaling.sync_batchnorm, stop_rule=config.get("stop_rule"))
     fit_reporting_divergence(cfg, ctx)
 
 
@@ -180,24 +176,26 @@ def scaling_config(cfg: TrainConfig):
     )
 
 
-def build_trainer(cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None, rungs=None):
+def build_trainer(
+    cfg: TrainConfig, *, storage: str, name: str, callbacks: list | None = None, log_dir: str | None = None, stop_rule: StopRule | None = None
+):
     """A TorchTrainer for `cfg`; the same (storage, name) resumes the run from its last checkpoint.
 
-    `rungs`: a search's `mtard.search.rung_judge.RungClient` (MO-ASHA), asked by rank 0 at rung epochs.
+    `stop_rule`: a search's early-stopping rule (picklable: it travels in the loop config), asked by
+    rank 0 at the epochs it names.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "log_dir": log_dir, "rungs": rungs},
+        train_loop_config={"cfg": to_dict(cfg), "log_dir": log_dir, "stop_rule": stop_rule},
         scaling_config=scaling_config(cfg),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            # Resuming needs only the latest checkpoint; keeping all would cost GBs per CIFAR trial.
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
             callbacks=callbacks or [],
         ),
     )
@@ -240,7 +238,7 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     from mtard.runs import check_run_dir
 
     storage = absolute(storage, cfg.out_dir)
-    local = "://" not in storage
+    local = not is_uri(storage)
     run_dir = Path(storage) / cfg.name if local else None
     if local:  # a bucket is Ray's to check; a local folder is checked like a plain run's
         check_run_dir(run_dir, cfg, resume=resume)

@@ -15,7 +15,7 @@ asks for bf16 autocast, because a low-precision gradient can weaken an attack.
 Design ("compute then render"):
 
 * `evaluate_model` returns a list of `AttackResult` — plain numbers and strings — and
-  `render_table` is a thin formatter over it, so the CLI, the search's final report
+  `render_attack_table` is a thin formatter over it, so the CLI, the search's final report
   and the tests all consume the same data.
 * The published step sizes are defined for ε = 8/255. At another ε (0.2 on the 8×8
   digits) a fixed step would make the attack either too weak to leave the start
@@ -63,7 +63,7 @@ __all__ = [
     "check_attacks",
     "evaluate_checkpoint",
     "evaluate_model",
-    "render_table",
+    "render_attack_table",
     "resolve_device",
 ]
 
@@ -388,7 +388,7 @@ def evaluate_model(
 # ---------------------------------------------------------------- rendering
 
 
-def render_table(results: list[AttackResult]) -> str:
+def render_attack_table(results: list[AttackResult]) -> str:
     """A plain-text table: attack, accuracy (%), samples, description."""
     header = ("attack", "accuracy", "samples", "description")
     rows = [(r.attack, f"{100 * r.accuracy:.2f}%", str(r.samples), r.description) for r in results]

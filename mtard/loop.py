@@ -19,6 +19,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ from mtard.data import Splits, epoch_loader, load_splits
 from mtard.errors import MtardError
 from mtard.methods import Method, build_method, teacher_fields, unwrap
 from mtard.models import build_model
+from mtard.runs import BEST_FILE, SELECTION_METRICS
 from mtard.teachers import (
     build_teacher,
     load_catalog,
@@ -38,12 +40,6 @@ from mtard.teachers import (
     staged_path,
     verified_file,
 )
-
-#: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
-BEST_FILE = "best.pt"
-#: Reported every epoch: the epoch the run stands for so far (`eval.select`) and its validation
-#: numbers. A search takes its objectives from the selected epoch by naming these.
-SELECTION_METRICS = ("selected_epoch", "selected_score", "selected_val_clean_acc", "selected_val_pgd_acc")
 
 
 class EpochLog:
@@ -154,14 +150,28 @@ def seed_everything(seed: int, epoch: int, rank: int) -> None:
     random.seed(value)
 
 
+class StopRule(Protocol):
+    """A search's early-stopping rule as the loop sees it (MO-ASHA's rung judge): the stop hook a
+    context is given. The loop knows nothing of the search; the search hands its rule in."""
+
+    def asks_at(self, epoch: int) -> bool:
+        """Whether the rule may stop the run after `epoch` (a rung); elsewhere it is not asked."""
+        ...
+
+    def stops(self, epoch: int, metrics: dict) -> bool:
+        """Whether the run ends after this epoch; if so the reason goes into `metrics`."""
+        ...
+
+
 class Context:
     """What differs between a plain process and a Ray Train worker. This one is the plain process."""
 
     rank = 0
     world_size = 1
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, stop_rule: StopRule | None = None):
         self.device = device
+        self.stop_rule = stop_rule
 
     def all_reduce_mean(self, t: Tensor) -> Tensor:
         return t
@@ -192,13 +202,13 @@ class Context:
         """
 
     def rung_stop(self, epoch: int, metrics: dict) -> bool:
-        """Whether a search's early-stopping rule (MO-ASHA) ends the run after this epoch.
+        """Whether the context's stop rule (a search's MO-ASHA judge) ends the run after this epoch.
 
         Called by every rank after the epoch's metrics are all-reduced; every rank gets the same
         answer. A stopped run still reports this epoch with its checkpoint, then returns normally;
-        the context adds the decision's reason to `metrics`. Outside a search: never.
+        the rule adds its reason to `metrics`. Without a rule (outside a search): never.
         """
-        return False
+        return self.stop_rule is not None and self.stop_rule.asks_at(epoch) and self.stop_rule.stops(epoch, metrics)
 
 
 class LocalContext(Context):
@@ -286,7 +296,7 @@ def validation_autocast(cfg: TrainConfig, device: torch.device):
     return nullcontext()
 
 
-def validate(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
+def validation_metrics(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: Context, autocast) -> dict[str, float]:
     """Clean and PGD accuracy on (this rank's shard of) the validation split, summed over ranks.
 
     `autocast` is the validation precision context (`validation_autocast(cfg, device)` in `fit`).
@@ -371,84 +381,123 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.runtime.bf16 and on_cuda) else nullcontext()
 
-    start_epoch, metrics = 1, {}
-    state = ctx.latest_checkpoint()
-    if state is not None:
-        ckpt.load_weights(unwrap(student), state["state_dict"], arch=cfg.student.arch, source="the resumed checkpoint")
-        optimizer.load_state_dict(state["optimizer"])
-        method.load_state_dict(state["method"])
-        start_epoch, metrics = state["epoch"] + 1, state["metrics"]
+    start_epoch, metrics = _resume(cfg, ctx, student, optimizer, method)
     previous_time = metrics.get("time_in_epochs_s", 0.0)
     selected = {k: metrics[k] for k in SELECTION_METRICS if k in metrics}  # carried across resumes
 
     per_rank_batch = cfg.data.batch_size // ctx.world_size  # data.batch_size is global
     spec = ckpt.model_spec(cfg.student.arch, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size, dataset=info.name)
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
-        seed_everything(cfg.runtime.seed, epoch, ctx.rank)
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if epoch - 1 in cfg.optim.milestones:
-            method.on_milestone(cfg.optim.gamma)  # official: the balance lrs decay with the lr
-
+        lr = _start_epoch(cfg, ctx, optimizer, method, epoch)
         loader = epoch_loader(
             splits.train, batch_size=per_rank_batch, seed=cfg.runtime.seed, epoch=epoch, rank=ctx.rank,
             world_size=ctx.world_size, num_workers=cfg.data.num_workers, pin_memory=on_cuda,
         )
         student.train()
-        log = EpochLog(device)
-        samples, t0 = 0, time.perf_counter()
-        check_every = cfg.runtime.divergence_check_every
-        for step, (x, y) in enumerate(_progress(loader, cfg, ctx, epoch)):
-            x = x.to(device, non_blocking=True).to(memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            train_step(method, optimizer, x, y, step=step, log=log, autocast=autocast, reduce_mean=ctx.all_reduce_mean)
-            samples += len(y)
-            if (step + 1) % check_every == 0:
-                _stop_if_diverged(log, cfg, epoch, lr)
-        _stop_if_diverged(log, cfg, epoch, lr)
+        t0 = time.perf_counter()
+        log, samples = _train_epoch(cfg, ctx, method, optimizer, loader, epoch=epoch, lr=lr, autocast=autocast, memory_format=memory_format)
         train_time = time.perf_counter() - t0
 
-        means = log.means()
-        reduced = ctx.all_reduce_mean(torch.stack(list(means.values()))).tolist() if means else []
-        metrics = {"epoch": epoch, "lr": lr, **dict(zip(means, reduced))}
-        metrics.update(validate(unwrap(student), cfg, splits, ctx, validation_autocast(cfg, device)))
-        selected, is_selected = update_selection(cfg, selected, metrics)
-        metrics.update(selected)
-        total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=device)).item()
-        epoch_time = time.perf_counter() - t0  # training + validation
-        metrics.update(
-            train_time_s=train_time,
-            samples_per_s=total_samples / max(train_time, 1e-9),
-            epoch_time_s=epoch_time,
-            # Summed over the epochs of this run, across resumes: what a search's trial really trained for.
-            time_in_epochs_s=previous_time + epoch_time,
+        metrics, selected, is_selected = _epoch_metrics(
+            cfg, ctx, log, unwrap(student), splits, selected, epoch=epoch, lr=lr, samples=samples, t0=t0, train_time=train_time, previous_time=previous_time,
         )
-        previous_time += epoch_time
+        previous_time = metrics["time_in_epochs_s"]
         if cfg.runtime.progress and ctx.rank == 0:
             print(f"{cfg.name}: epoch {epoch}/{cfg.optim.epochs}  loss {metrics['loss']:.4f}  val clean {metrics['val_clean_acc']:.4f}  "
-                  f"val PGD {metrics['val_pgd_acc']:.4f}  ({epoch_time:.1f} s)", flush=True)
+                  f"val PGD {metrics['val_pgd_acc']:.4f}  ({metrics['epoch_time_s']:.1f} s)", flush=True)
 
         # Asked before the checkpoint is built, so a stopped run's checkpoint records why it stopped.
         stop = ctx.rung_stop(epoch, metrics)
         payload = None
         if ctx.rank == 0:
-            payload = {
-                "model": spec,
-                "state_dict": unwrap(student).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "method": method.state_dict(),
-                "epoch": epoch,
-                "rng": {"seed": cfg.runtime.seed, "scheme": "reseeded from (seed, epoch, rank) at each epoch start"},
-                "config": to_dict(cfg),
-                "metrics": metrics,
-            }
+            payload = _checkpoint_payload(cfg, spec, student, optimizer, method, epoch, metrics)
             if is_selected and cfg.eval.select == "best":
                 ctx.save_best(payload)  # before the report: a crash between the two re-runs this epoch
         ctx.report(metrics, payload)
         if stop:
             break
     return metrics
+
+
+def _start_epoch(cfg: TrainConfig, ctx: Context, optimizer: torch.optim.Optimizer, method: Method, epoch: int) -> float:
+    """Re-seed from (seed, epoch, rank), set the epoch's lr, decay the method's own rates after a milestone; the lr."""
+    seed_everything(cfg.runtime.seed, epoch, ctx.rank)
+    lr = lr_at(cfg, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if epoch - 1 in cfg.optim.milestones:
+        method.on_milestone(cfg.optim.gamma)  # official: the balance lrs decay with the lr
+    return lr
+
+
+def _resume(cfg: TrainConfig, ctx: Context, student: nn.Module, optimizer: torch.optim.Optimizer, method: Method) -> tuple[int, dict]:
+    """The first epoch to train and the metrics so far: from the context's latest checkpoint (whose
+    weights, optimizer and method state are restored here), else (1, {})."""
+    state = ctx.latest_checkpoint()
+    if state is None:
+        return 1, {}
+    ckpt.load_weights(unwrap(student), state["state_dict"], arch=cfg.student.arch, source="the resumed checkpoint")
+    optimizer.load_state_dict(state["optimizer"])
+    method.load_state_dict(state["method"])
+    return state["epoch"] + 1, state["metrics"]
+
+
+def _train_epoch(
+    cfg: TrainConfig, ctx: Context, method: Method, optimizer: torch.optim.Optimizer, loader, *, epoch: int, lr: float, autocast, memory_format
+) -> tuple[EpochLog, int]:
+    """One epoch's optimizer steps: its loss log and the samples this rank trained on. Raises
+    `TrainingDiverged` at the first non-finite loss a check reads (every `divergence_check_every` steps)."""
+    log = EpochLog(ctx.device)
+    samples = 0
+    check_every = cfg.runtime.divergence_check_every
+    for step, (x, y) in enumerate(_progress(loader, cfg, ctx, epoch)):
+        x = x.to(ctx.device, non_blocking=True).to(memory_format=memory_format)
+        y = y.to(ctx.device, non_blocking=True)
+        train_step(method, optimizer, x, y, step=step, log=log, autocast=autocast, reduce_mean=ctx.all_reduce_mean)
+        samples += len(y)
+        if (step + 1) % check_every == 0:
+            _stop_if_diverged(log, cfg, epoch, lr)
+    _stop_if_diverged(log, cfg, epoch, lr)
+    return log, samples
+
+
+def _epoch_metrics(
+    cfg: TrainConfig, ctx: Context, log: EpochLog, model: nn.Module, splits: Splits, selected: dict, *,
+    epoch: int, lr: float, samples: int, t0: float, train_time: float, previous_time: float,
+) -> tuple[dict, dict, bool]:
+    """The epoch's reported metrics, the same on every rank (loss parts all-reduced, validation, the
+    selected epoch's numbers, times, throughput), the selection after it, and whether this epoch is
+    now the selected one. `previous_time`: seconds in the run's earlier epochs, across resumes."""
+    means = log.means()
+    reduced = ctx.all_reduce_mean(torch.stack(list(means.values()))).tolist() if means else []
+    metrics = {"epoch": epoch, "lr": lr, **dict(zip(means, reduced))}
+    metrics.update(validation_metrics(model, cfg, splits, ctx, validation_autocast(cfg, ctx.device)))
+    selected, is_selected = update_selection(cfg, selected, metrics)
+    metrics.update(selected)
+    total_samples = ctx.all_reduce_sum(torch.tensor(float(samples), device=ctx.device)).item()
+    epoch_time = time.perf_counter() - t0  # training + validation
+    metrics.update(
+        train_time_s=train_time,
+        samples_per_s=total_samples / max(train_time, 1e-9),
+        epoch_time_s=epoch_time,
+        # Summed over the epochs of this run, across resumes: what a search's trial really trained for.
+        time_in_epochs_s=previous_time + epoch_time,
+    )
+    return metrics, selected, is_selected
+
+
+def _checkpoint_payload(cfg: TrainConfig, spec: dict, student: nn.Module, optimizer: torch.optim.Optimizer, method: Method, epoch: int, metrics: dict) -> dict:
+    """What an epoch's checkpoint holds: enough to rebuild the model alone (`model`) and to resume exactly."""
+    return {
+        "model": spec,
+        "state_dict": unwrap(student).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "method": method.state_dict(),
+        "epoch": epoch,
+        "rng": {"seed": cfg.runtime.seed, "scheme": "reseeded from (seed, epoch, rank) at each epoch start"},
+        "config": to_dict(cfg),
+        "metrics": metrics,
+    }
 
 
 def _stop_if_diverged(log: EpochLog, cfg: TrainConfig, epoch: int, lr: float) -> None:

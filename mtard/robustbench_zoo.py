@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import os
 import sys
 import types
 from pathlib import Path
 
 from torch import nn
 
+from mtard import checkpoint as ckpt
 from mtard.errors import MtardError
+from mtard.storage import atomic_write
 
 PREFIX = "rb:"
 DATASETS = ("cifar10", "cifar100")
@@ -74,16 +75,9 @@ def zoo_models(dataset: str, threat: str = "Linf", *, field_path: str = "teacher
     return rb.model_dicts[rb.BenchmarkDataset(dataset)].get(threats[threat.lower()], {})
 
 
-def default_dir() -> Path:
-    from mtard.teachers import teacher_dir
-
-    return teacher_dir() / "robustbench"
-
-
-def zoo_entry(name: str, dataset: str, robustbench_dir: str = "", *, field_path: str = "teacher"):
-    """A catalog entry for `rb:...`: role robust, the file where RobustBench keeps it."""
-    from mtard.teachers import TeacherEntry
-
+def zoo_fields(name: str, dataset: str, root: Path, *, field_path: str = "teacher") -> dict[str, str]:
+    """The catalog fields of `rb:...` (`mtard.teachers.TeacherEntry`): role robust, the file where
+    RobustBench keeps it under `root` (its `models/` folder)."""
     threat, model_id = parse(name, field_path=field_path)
     models = zoo_models(dataset, threat, field_path=field_path)
     if model_id not in models:
@@ -93,8 +87,7 @@ def zoo_entry(name: str, dataset: str, robustbench_dir: str = "", *, field_path:
     if isinstance(models[model_id].get("gdrive_id"), list):
         raise MtardError(f"{field_path}: {name} is an ensemble of several files in RobustBench; mtard loads single-file models only")
     threat = next(t for t in ("Linf", "L2", "corruptions") if t.lower() == threat.lower())
-    root = Path(os.path.expanduser(robustbench_dir)) if robustbench_dir else default_dir()
-    return TeacherEntry(
+    return dict(
         dataset=dataset, arch=f"RobustBench {dataset}/{threat}/{model_id}", role="robust",
         checkpoint=str((root / dataset / threat / f"{model_id}.pt").absolute()),
         source=f"RobustBench model zoo ({dataset}, {threat}): {model_id}", name=name,
@@ -120,28 +113,24 @@ def missing_message(entry, path: Path) -> str:
 
 
 def download(entry) -> None:
-    """Download the file through RobustBench's downloader, once per node (a file lock), then check it loads."""
-    from mtard import checkpoint as ckpt
-    from mtard.teachers import node_lock, writable_dir
+    """Download the file through RobustBench's downloader to `entry.checkpoint` (atomically), checking it loads.
 
+    The caller holds the node's lock (`mtard.teachers.fetch_zoo_file`): one download per node.
+    """
     dataset, threat, model_id = _location(entry)
     path = Path(entry.checkpoint)
-    writable_dir(path.parent)
-    with node_lock(path.with_name(path.name + ".lock")):
-        if path.is_file():
-            return  # another process on this node fetched it while we waited
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        print(f"[teachers] downloading RobustBench {dataset}/{threat}/{model_id} to {path}", file=sys.stderr, flush=True)
-        try:
-            robustbench_modules().utils.download_gdrive_new(zoo_models(dataset, threat)[model_id]["gdrive_id"], tmp)
-            ckpt.read(tmp)  # a truncated or HTML-error download fails here, never at training time
-            os.replace(tmp, path)
-        except MtardError:
-            raise
-        except Exception as err:  # offline, quota, moved file: say where to put it by hand
-            raise MtardError(f"{missing_message(entry, path)} (download failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__})") from err
-        finally:
-            tmp.unlink(missing_ok=True)
+
+    def fetch(tmp: Path) -> None:
+        robustbench_modules().utils.download_gdrive_new(zoo_models(dataset, threat)[model_id]["gdrive_id"], tmp)
+        ckpt.read(tmp)  # a truncated or HTML-error download fails here, never at training time
+
+    print(f"[teachers] downloading RobustBench {dataset}/{threat}/{model_id} to {path}", file=sys.stderr, flush=True)
+    try:
+        atomic_write(path, fetch, shared=True)
+    except MtardError:
+        raise
+    except Exception as err:  # offline, quota, moved file: say where to put it by hand
+        raise MtardError(f"{missing_message(entry, path)} (download failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__})") from err
 
 
 def zoo_listing(dataset: str, threat: str = "Linf") -> list[str]:

@@ -5,20 +5,85 @@
 replace the first one's checkpoint and mix two runs in its metrics, and resuming with
 another config would continue a checkpoint under settings it was not trained with.
 `check_run_dir` refuses both, and an unwritable folder, before the first epoch.
+
+The file names of a run's folder are defined here once (`CHECKPOINT_FILE`, `BEST_FILE`), and
+`RunFolder` says where each file of a Ray Train run or a Tune trial is in the storage.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtard.config import TrainConfig, config_from_dict, read_yaml, to_dict
 from mtard.errors import MtardError
+from mtard.storage import join
+
+CHECKPOINT_FILE = "checkpoint.pt"  # a run's checkpoint inside its folder (plain runs, Ray Train, Tune)
+#: The selected epoch's checkpoint, in the run's directory beside the last checkpoint(s).
+BEST_FILE = "best.pt"
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's kept checkpoints
+# Checkpoint folders Ray keeps per Ray Train run or Tune trial: resuming needs only the latest;
+# keeping all would cost GBs per CIFAR run. `best.pt` is kept apart from them.
+CHECKPOINTS_TO_KEEP = 2
+
+#: Reported every epoch: the epoch the run stands for so far (`eval.select`) and its validation
+#: numbers. A search takes its objectives from the selected epoch by naming these.
+SELECTION_METRICS = ("selected_epoch", "selected_score", "selected_val_clean_acc", "selected_val_pgd_acc")
+#: Metrics every run reports every epoch (`mtard.loop.fit`): what a search may take as an objective.
+#: The selected_* metrics are the selected epoch's values (eval.select: best); under `last` they equal the epoch's own.
+EPOCH_METRICS = (
+    "val_clean_acc", "val_pgd_acc", "selected_val_clean_acc", "selected_val_pgd_acc", "selected_score",
+    "loss", "train_time_s", "samples_per_s", "lr",
+)
+
+
+def failure_report(epoch: int, error: str, *, diverged: bool) -> dict:
+    """What a run reports when it ends without a result: `diverged: 1` (the loss became NaN/inf) or
+    `failed: 1` (an mtard error), the message, and NaN for every epoch metric, so no objective is ever
+    missing from it, only not a number. Both causes are deterministic: a restart would end the same way."""
+    nan = float("nan")
+    return {"epoch": epoch, "diverged" if diverged else "failed": 1.0, "error": error, **{m: nan for m in (*EPOCH_METRICS, *SELECTION_METRICS)}}
 
 # Files that mean "this folder holds (part of) a trained run". config.yaml alone does not:
 # it is written at the start, so a run that failed before its first epoch lost nothing.
-RESULT_FILES = ("checkpoint.pt", "metrics.jsonl", "checkpoint_manager_snapshot.json")
+RESULT_FILES = (CHECKPOINT_FILE, "metrics.jsonl", TRAIN_SNAPSHOT)
+
+
+def checkpoint_dir(checkpoint: str) -> str:
+    """The `checkpoint_*` folder holding a `checkpoint.pt` location (path or URI): what Tune calls a checkpoint's path."""
+    return checkpoint.rsplit("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where the files of one Ray Train run or Tune trial are in the storage (a local path or a URI).
+
+    Each kept epoch's checkpoint is `checkpoint_*/checkpoint.pt` (Ray prunes all but the newest
+    few), the selected epoch's `best.pt` sits beside those folders (so pruning never removes it),
+    and a Ray Train run keeps its `checkpoint_manager_snapshot.json` there too.
+    """
+
+    location: str
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str) -> RunFolder:
+        """The run that holds a `checkpoint_*/checkpoint.pt` location."""
+        return cls(checkpoint_dir(checkpoint_dir(checkpoint)))
+
+    @property
+    def best(self) -> str:
+        return join(self.location, BEST_FILE)
+
+    @property
+    def snapshot(self) -> str:
+        return join(self.location, TRAIN_SNAPSHOT)
+
+    def checkpoint(self, dir_name: str) -> str:
+        """`checkpoint.pt` in the run's checkpoint folder `dir_name` (`checkpoint_000003`)."""
+        return join(self.location, dir_name, CHECKPOINT_FILE)
 
 # Fields that may differ from the saved config on --resume: where things are and how fast
 # they run, not what is trained. `optim.epochs` may grow to train a finished run further.

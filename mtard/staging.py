@@ -24,6 +24,7 @@ from pathlib import Path
 from mtard.config import TrainConfig
 from mtard.errors import MtardError
 from mtard.methods import teacher_fields
+from mtard.storage import exists, is_uri, join, put_file, read_text, write_text
 from mtard.teachers import (
     TeacherEntry,
     checkpoint_path,
@@ -42,61 +43,25 @@ PUBLISHED_DIR = "published"
 
 
 def store_of(storage: str) -> str:
-    return f"{storage.rstrip('/')}/{STORE_DIR}" if "://" in storage else str(Path(storage, STORE_DIR))
+    return join(storage, STORE_DIR)
 
 
 def _publish(path: Path, sha256: str, store: str) -> None:
-    if "://" not in store:
-        copy_verified(path, None, sha256, Path(store, f"{sha256}.pt"), what=f"{store}/{sha256}.pt",
+    target = join(store, f"{sha256}.pt")
+    if not is_uri(store):
+        copy_verified(path, None, sha256, Path(target), what=f"{store}/{sha256}.pt",
                       where="teacher storage", fix="give --storage a location this machine can write")
         return
-    import pyarrow.fs
-
-    target = f"{store}/{sha256}.pt"
     try:
-        fs, remote = pyarrow.fs.FileSystem.from_uri(target)
-        if fs.get_file_info(remote).type == pyarrow.fs.FileType.File:
+        if exists(target):
             return  # content-addressed: the same name is the same bytes (each node checks on fetch)
-        fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
-        with open(path, "rb") as src, fs.open_output_stream(remote) as out:
-            while block := src.read(1 << 20):
-                out.write(block)
+        put_file(path, target)
     except OSError as err:
         raise MtardError(f"cannot stage teacher {path} in {store} ({err}); the driver needs write access to the storage") from err
 
 
-def _read_text(location: str) -> str | None:
-    if "://" not in location:
-        path = Path(location)
-        return path.read_text() if path.is_file() else None
-    import pyarrow.fs
-
-    try:
-        fs, path = pyarrow.fs.FileSystem.from_uri(location)
-        with fs.open_input_stream(path) as f:
-            return f.read().decode()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def _write_text(location: str, text: str) -> None:
-    if "://" not in location:
-        path = Path(location)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
-
-
 def _record_location(store: str, name: str) -> str:
-    return f"{store}/{PUBLISHED_DIR}/{name}.json" if "://" in store else str(Path(store, PUBLISHED_DIR, f"{name}.json"))
+    return join(store, PUBLISHED_DIR, f"{name}.json")
 
 
 def publish_teacher(entry: TeacherEntry, storage: str) -> str:
@@ -105,7 +70,7 @@ def publish_teacher(entry: TeacherEntry, storage: str) -> str:
     store = store_of(storage)
     _publish(path, sha256, store)
     location = _record_location(store, entry.name)
-    _write_text(location, json.dumps({**sidecar(entry), "teacher": entry.name, "sha256": sha256}, indent=2))
+    write_text(location, json.dumps({**sidecar(entry), "teacher": entry.name, "sha256": sha256}, indent=2))
     return location
 
 
@@ -113,7 +78,7 @@ def pull_published(entry: TeacherEntry, store: str) -> bool:
     """A teacher missing here but published to the store: fetched into its catalog place (checked). True if pulled."""
     if checkpoint_path(entry).is_file():
         return False
-    text = _read_text(_record_location(store, entry.name))
+    text = read_text(_record_location(store, entry.name))
     if text is None:
         return False
     record = json.loads(text)

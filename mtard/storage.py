@@ -5,7 +5,9 @@ write and mirror files.
   a review file, a teacher): the data goes to a temporary file next to the target, then
   `os.replace` swaps it in, so a reader or a crash never sees half a file.
 * `json_safe` is the one JSON rule: NaN and ±inf become null (strict JSON has neither).
-* A location is a local path or a URI; `join`, `read_text`, `upload` and `download` take both.
+* A location is a local path or a URI; `join`, `exists`, `read_text` and `write_text` take both;
+  `download`, `read_into`, `put_file`, `upload` and `put_atomic` move files between the two.
+  Nothing else in mtard calls pyarrow or tests for "://" (`is_uri`).
 """
 
 from __future__ import annotations
@@ -41,15 +43,17 @@ def with_scheme(path: str, like: str) -> str:
     return f"{like.split('://', 1)[0]}://{path}"
 
 
-def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any]) -> None:
+def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any], *, shared: bool = False) -> None:
     """Replace `path` atomically with `data` (text, bytes, or a function that writes a given path).
 
-    The temporary file is removed if writing fails (e.g. the disk is full), and the previous
-    content of `path`, if any, stays.
+    The temporary file is removed if writing fails (e.g. the disk is full, or the function raises),
+    and the previous content of `path`, if any, stays. `shared`: other processes may write the same
+    file at the same time (a teacher cache), so the temporary name carries this process's id and two
+    writers never write into one temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp" if shared else f"{path.name}.tmp")
     try:
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
@@ -93,20 +97,61 @@ def read_text(location: str) -> str | None:
         return None
 
 
+def write_text(location: str, text: str) -> None:
+    """A small file at a local path (atomically) or a URI (one object: there whole or not at all)."""
+    if not is_uri(location):
+        atomic_write(location, text)
+        return
+    fs, path = _filesystem(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def exists(location: str) -> bool:
+    """Whether a file is at a local path or a URI (OSError if the storage cannot be asked)."""
+    if not is_uri(location):
+        return Path(location).is_file()
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type == pyarrow.fs.FileType.File
+
+
+def local_file(location: str, cache: Path) -> Path:
+    """A local path for a file recorded as a local path or a URI: a file:// URI names a local path
+    already; any other URI (s3://, gs://, ...) is downloaded into `cache`, under its own name."""
+    if location.startswith("file://"):
+        return Path(location[len("file://"):])
+    if not is_uri(location):
+        return Path(location)
+    return download(location, cache / Path(location).name)
+
+
+def read_into(uri: str, path: Path) -> None:
+    """Stream one file from a URI into the local `path` (written in place: give it a temporary
+    file); OSError (or pyarrow's error) if it cannot be read."""
+    fs, remote = _filesystem(uri)
+    with fs.open_input_stream(remote) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def put_file(local: Path, uri: str) -> None:
+    """Stream one local file to a URI (an object store shows the object only once it is complete)."""
+    fs, remote = _filesystem(uri)
+    fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
+    with open(local, "rb") as src, fs.open_output_stream(remote) as out:
+        while block := src.read(1 << 20):
+            out.write(block)
+
+
 def download(uri: str, target: Path) -> Path:
     """Copy one file from a URI to a local path (atomically); MtardError naming the URI if it fails."""
     try:
-        fs, remote = _filesystem(uri)
-        with fs.open_input_stream(remote) as src:
-            atomic_write(target, lambda tmp: _copy_stream(src, tmp))
+        atomic_write(target, lambda tmp: read_into(uri, tmp))
     except Exception as err:  # pyarrow raises OSError/ArrowInvalid/... for a bad URI or a missing object
         raise MtardError(f"cannot fetch {uri}: {err}") from err
     return target
-
-
-def _copy_stream(src, path: Path) -> None:
-    with open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst)
 
 
 def upload(local_root: Path, files: Iterable[Path], uri: str) -> None:

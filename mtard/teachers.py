@@ -35,8 +35,10 @@ import torch
 from torch import nn
 
 from mtard import checkpoint as ckpt
+from mtard import robustbench_zoo
 from mtard.config import from_dict, read_yaml
 from mtard.errors import MtardError
+from mtard.storage import atomic_write, is_uri, read_into
 
 DEFAULT_CATALOG = Path(__file__).parent / "teachers.yaml"
 STAGED_DIR = "staged"  # <teacher dir>/staged/<sha256>.pt: copies fetched from the staging store
@@ -101,10 +103,9 @@ def resolve(
     `field_path` is the config field the name came from (`teachers.clean` / `teachers.robust`, or
     `space.teachers.robust` in a search space); its last part is the role the run needs.
     """
-    from mtard import robustbench_zoo
-
     if robustbench_zoo.is_zoo_name(name):
-        entry = robustbench_zoo.zoo_entry(name, dataset, robustbench_dir, field_path=field_path)
+        root = Path(os.path.expanduser(robustbench_dir)) if robustbench_dir else teacher_dir() / "robustbench"
+        entry = TeacherEntry(**robustbench_zoo.zoo_fields(name, dataset, root, field_path=field_path))
     else:
         entry = get_entry(catalog, name, field_path=field_path)
     if entry.dataset != dataset:
@@ -152,10 +153,7 @@ def sidecar(entry: TeacherEntry) -> dict:
 
 
 def write_sidecar(entry: TeacherEntry, record: dict) -> None:
-    path = sidecar_path(entry)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+    atomic_write(sidecar_path(entry), json.dumps(record, indent=2), shared=True)  # a reader sees the old record or the new one
 
 
 def expected_sha256(entry: TeacherEntry) -> str:
@@ -164,8 +162,6 @@ def expected_sha256(entry: TeacherEntry) -> str:
 
 def missing_message(entry: TeacherEntry, path: Path) -> str:
     """The error for a teacher whose file is not here: where it should be and how to get it there."""
-    from mtard import robustbench_zoo
-
     if robustbench_zoo.is_zoo_name(entry.name):
         return robustbench_zoo.missing_message(entry, path)
     how = f"train it with `mtard teachers train {entry.name}` (on a cluster: launch/train_teacher.sh {entry.name}, which publishes it to the storage)"
@@ -210,9 +206,8 @@ def copy_verified(
     with node_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file() and sha256_of(dest) == sha256:
             return dest
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
+
+        def write_checked(tmp: Path) -> None:
             if source is not None:
                 # A copy, never a hard link: a link would let anything that writes into one cache
                 # in place (a user, a tool) silently change the storage's and the driver's file too.
@@ -225,9 +220,8 @@ def copy_verified(
                     f"{what}: sha256 {got[:12]}… does not match the staged teacher's {sha256[:12]}… (a corrupted copy); "
                     f"refused. Delete it and start the search again so the driver stages the teacher anew"
                 )
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        atomic_write(dest, write_checked, shared=True)
     return dest
 
 
@@ -248,19 +242,15 @@ def node_copy(store: str, sha256: str) -> Path:
 def fetch_staged(store: str, sha256: str, dest: Path) -> Path:
     """`<store>/<sha256>.pt` copied to `dest`, sha256-checked (a good copy already there is kept)."""
     remote = f"{store.rstrip('/')}/{sha256}.pt"
-    if "://" not in store:
+    if not is_uri(store):
         source = Path(remote)
         if not source.is_file() and not dest.is_file():
             raise MtardError(f"staged teacher {remote} is missing: start the search again so the driver stages its teachers")
         return copy_verified(source, None, sha256, dest, what=remote)
 
     def download(tmp: Path) -> None:
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(remote)
         try:
-            with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            read_into(remote, tmp)
         except (FileNotFoundError, OSError) as err:
             raise MtardError(f"staged teacher {remote} cannot be read from this node ({err}); check that every node can read the storage") from err
 
@@ -290,7 +280,6 @@ class FrozenTeacher(nn.Module):
 
 def build_teacher(entry: TeacherEntry, path: Path, *, num_classes: int, in_channels: int, image_size: int) -> FrozenTeacher:
     """Build the entry's architecture and strictly load `path` into it (weights only)."""
-    from mtard import robustbench_zoo
     from mtard.models import build_model
 
     if robustbench_zoo.is_zoo_name(entry.name):
@@ -321,7 +310,10 @@ def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustb
 
 def fetch_zoo_file(entry: TeacherEntry) -> None:
     """A RobustBench teacher missing here is downloaded (once per node, under a lock); others are left alone."""
-    from mtard import robustbench_zoo
-
-    if robustbench_zoo.is_zoo_name(entry.name) and not checkpoint_path(entry).is_file():
-        robustbench_zoo.download(entry)
+    path = checkpoint_path(entry)
+    if not robustbench_zoo.is_zoo_name(entry.name) or path.is_file():
+        return
+    writable_dir(path.parent)
+    with node_lock(path.with_name(path.name + ".lock")):
+        if not path.is_file():  # else another process on this node fetched it while we waited
+            robustbench_zoo.download(entry)

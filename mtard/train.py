@@ -8,7 +8,6 @@ first `mtard train` / `mtard search` that needs an `auto_train` teacher): the ep
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -18,6 +17,7 @@ from mtard.config import TrainConfig, save_config
 from mtard.errors import MtardError
 from mtard.loop import LocalContext, fit, resolve_device
 from mtard.methods import teacher_fields
+from mtard.storage import atomic_write
 from mtard.teachers import (
     TeacherEntry,
     checkpoint_path,
@@ -68,9 +68,7 @@ def train_teacher(entry: TeacherEntry, *, progress: bool = True) -> dict:
     cfg.out_dir = str(writable_dir(path.parent / "runs"))
     cfg.runtime.progress = progress
     metrics = train_local(cfg, resume=False)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    shutil.copyfile(cfg.run_dir / "checkpoint.pt", tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    atomic_write(path, lambda tmp: shutil.copyfile(cfg.run_dir / "checkpoint.pt", tmp), shared=True)  # a concurrent reader never sees half a file
     record = {
         "teacher": entry.name,
         "sha256": sha256_of(path),

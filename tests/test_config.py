@@ -18,7 +18,7 @@ from mtard.config import (
     parse_override,
     save_config,
     set_path,
-    validate,
+    validate_config,
 )
 from mtard.errors import MtardError
 
@@ -259,7 +259,7 @@ def test_validate_range_errors_name_the_field(override: str, field: str) -> None
     cfg = load_config("digits_mtard")  # valid as shipped
     set_path(cfg, *parse_override(override))
     with pytest.raises(MtardError) as err:
-        validate(cfg)
+        validate_config(cfg)
     assert str(err.value).startswith(f"{field}:")
 
 
@@ -295,7 +295,7 @@ def test_official_baseline_recipes() -> None:
 
 def test_bundled_configs_are_valid() -> None:
     for name in ("digits", "digits_mtard", "cifar10_mtard", "cifar100_mtard", *OFFICIAL_BASELINES):
-        validate(load_config(name))
+        validate_config(load_config(name))
     # cifar_teacher is a recipe base: the catalog entry supplies the method.
     assert load_config("cifar_teacher", ["method.name=natural"]).optim.epochs == 200
 

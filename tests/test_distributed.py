@@ -96,7 +96,7 @@ class RecordingContext(RayContext):
 
     def all_reduce_sum(self, t):
         out = super().all_reduce_sum(t)
-        if t.numel() == 3:  # validate(): (clean correct, pgd correct, samples) of this rank's shard
+        if t.numel() == 3:  # validation_metrics(): (clean correct, pgd correct, samples) of this rank's shard
             self.val_local, self.val_global = t.tolist(), out.tolist()
         return out
 
@@ -274,7 +274,7 @@ def recording(monkeypatch: pytest.MonkeyPatch):
 def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) -> None:
     from mtard.data import load_splits
     from mtard.distributed import train_distributed
-    from mtard.loop import Context, validate
+    from mtard.loop import Context, validation_metrics
 
     cfg = dist_cfg("optim.epochs=3", name="lockstep")
     final = train_distributed(cfg)
@@ -310,7 +310,7 @@ def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) 
     # The reported accuracy is the whole split's: recompute it in one process from the final checkpoint.
     model = ckpt.load_checkpoint(Path(final["checkpoint"]))
     cfg.eval.pgd_steps = 0  # PGD noise depends on the sharding; clean accuracy does not
-    again = validate(model, cfg, load_splits(cfg.data), Context(torch.device("cpu")), nullcontext())
+    again = validation_metrics(model, cfg, load_splits(cfg.data), Context(torch.device("cpu")), nullcontext())
     assert again["val_clean_acc"] == final["val_clean_acc"]
     assert_placement_groups_removed()
 

@@ -36,7 +36,7 @@ from mtard.evaluate import (
     attack_library,
     evaluate_checkpoint,
     evaluate_model,
-    render_table,
+    render_attack_table,
 )
 from mtard.models import build_model
 
@@ -200,7 +200,7 @@ def test_render_table_lists_every_result() -> None:
         AttackResult("clean", "clean (no attack)", 0.9688, 64),
         AttackResult("pgd20_sat", ATTACKS["pgd20_sat"].describe(8 / 255), 0.5, 64),
     ]
-    lines = render_table(results).splitlines()
+    lines = render_attack_table(results).splitlines()
     assert len(lines) == 2 + len(results)  # header, rule, one row each
     assert lines[2].split()[:3] == ["clean", "96.88%", "64"]
     assert lines[3].split()[:3] == ["pgd20_sat", "50.00%", "64"]

@@ -29,7 +29,7 @@ from mtard.search.render import (
     HV_TRIALS_TAG,
     TensorBoardReview,
     pareto_figure,
-    render_table,
+    render_front_table,
     write_review,
 )
 from mtard.search.review import compute_review
@@ -180,13 +180,13 @@ def test_min_objective_needs_a_reference() -> None:
     assert [r.trial_id for r in data.front] == ["b", "a"]
     # gains over (0, 1): a = (0.8, 0.5), b = (0.6, 0.8) -> 0.8*0.5 + 0.6*0.3
     assert data.hypervolume == pytest.approx(0.4 + 0.18)
-    assert "n/a" in render_table(compute_review(records, [CLEAN, loss]))
+    assert "n/a" in render_front_table(compute_review(records, [CLEAN, loss]))
 
 
 def test_empty_and_invalid() -> None:
     data = compute_review([], OBJS)
     assert data.front == [] and data.hypervolume == 0.0 and data.history == []
-    assert "no trial is eligible" in render_table(data)
+    assert "no trial is eligible" in render_front_table(data)
     pareto_figure(data)  # renders an empty plot without error
     with pytest.raises(MtardError, match="direction"):
         Objective("val_clean_acc", "maximise", "x")
@@ -200,7 +200,7 @@ def test_record_round_trip() -> None:
 
 
 def test_render_table_lists_front_and_excluded() -> None:
-    text = render_table(compute_review(staircase_records(), OBJS))
+    text = render_front_table(compute_review(staircase_records(), OBJS))
     assert "hypervolume 0.4000" in text
     lines = text.splitlines()
     row_a = next(line for line in lines if line.split()[:2] == ["3", "A"])
@@ -213,7 +213,7 @@ def test_render_table_lists_front_and_excluded() -> None:
 
 def test_render_table_shows_searched_teachers_and_method_once() -> None:
     searched = {"optim.lr": 0.1, "teachers.clean": "tiny_clean", "teachers.robust": "tiny_robust", "method.name": "mtard"}
-    text = render_table(compute_review([rec("A", 0.9, 0.2, params=searched)], OBJS))
+    text = render_front_table(compute_review([rec("A", 0.9, 0.2, params=searched)], OBJS))
     header = next(line for line in text.splitlines() if line.split()[:2] == ["#", "trial"])
     row = next(line for line in text.splitlines() if line.split()[:2] == ["1", "A"])
     assert "clean teacher" in header and "robust teacher" in header and "optim.lr" in header

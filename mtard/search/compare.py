@@ -24,7 +24,7 @@ import yaml
 from mtard.errors import MtardError
 from mtard.search.files import BASE_CONFIG, RECORDS, REVIEW_RUN
 from mtard.search.records import Objective, TrialRecord, read_records
-from mtard.search.render import TensorBoardReview, write_review
+from mtard.search.render import TensorBoardReview, review_search
 from mtard.search.review import ReviewData
 
 
@@ -97,10 +97,8 @@ def compare(args: list[str], out_dir: Path) -> ReviewData:
         shutil.rmtree(out_dir / REVIEW_RUN, ignore_errors=True)  # a fresh figure and curves, not appended ones
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SOURCES).write_text(json.dumps({k: str(v.resolve()) for k, v in sources.items()}, indent=2) + "\n")
-    data = write_review(out_dir, records, objectives)
     with TensorBoardReview(out_dir, objectives) as board:
-        board.write(data)
-    return data
+        return review_search(out_dir, records, objectives, board=board)
 
 
 def _describe(objectives: list[Objective]) -> str:

@@ -9,7 +9,8 @@
     hypervolume.csv, review/       review/ is a TensorBoard run: the front figure, hypervolume curves
     trial-<id>/                    Tune's trial dir: result.json, progress.csv, TensorBoard curves +
                                    HParams; a direct trial's checkpoint_*/checkpoint.pt per epoch
-    train-<id>/                    a Ray Train trial's run: checkpoint_*/checkpoint.pt per epoch
+                                   and best.pt (`ExperimentFiles.trial_run`, a `mtard.runs.RunFolder`)
+    train-<id>/                    a Ray Train trial's run: checkpoint_*/checkpoint.pt per epoch, best.pt
     experiment_state-*.json, …     Tune's own state (Tuner.restore)
 
 On a URI storage (s3://, gs://), Tune and Train write there directly; the driver-side files
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 
 from mtard import storage
+from mtard.runs import RunFolder
 from mtard.storage import atomic_write, is_uri
 
 SPACE = "space.yaml"
@@ -39,9 +41,14 @@ VERIFIED_FILES = ("pareto_verified.json", "pareto_verified.csv")
 VERIFIED_DIR = "verified"
 
 
+def trial_dir_name(trial_id: str) -> str:
+    """Tune's trial directory (and trial name, and a direct trial's run name): `trial-<id>`."""
+    return f"trial-{trial_id}"
+
+
 def trial_dirname(trial) -> str:
-    """Tune's trial directory (and trial name): `trial-<id>`."""
-    return f"trial-{trial.trial_id}"
+    """`trial_dir_name` of a Tune trial (Tune's `trial_dirname_creator`)."""
+    return trial_dir_name(trial.trial_id)
 
 
 def train_run_name(trial_id: str) -> str:
@@ -65,6 +72,12 @@ class ExperimentFiles:
         else:
             self.local = Path(self.uri)
             self.remote = None
+
+    def trial_run(self, trial_id: str, *, ray_train: bool) -> RunFolder:
+        """The folder of trial `trial_id`'s checkpoints and `best.pt`: `trial-<id>/` for a direct trial,
+        `train-<id>/` (its Ray Train run) for a Ray Train trial."""
+        name = train_run_name(trial_id) if ray_train else trial_dir_name(trial_id)
+        return RunFolder(storage.join(self.uri, name))
 
     @property
     def records(self) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -106,6 +107,18 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def first_unusable_objective(metrics: dict, objectives: Sequence[str]) -> str | None:
+    """The first objective in `metrics` that is not a finite number (None when each is): the one rule
+    for whether a trial's numbers can stand on a front. `classify` (is the trial complete?) and the
+    review (may its record enter the front?) both apply it."""
+    return next((m for m in objectives if not finite(metrics.get(m))), None)
+
+
+def trained_budget(epochs: int, budget: int) -> bool:
+    """Whether a trial trained its whole budget: a shorter run's numbers come from a shorter schedule."""
+    return epochs >= budget
+
+
 def classify(metrics: dict, *, budget: int, objectives: list[str], error: str | None = None) -> tuple[Status, str]:
     """A finished trial's status and the reason it is not complete, from its last reported metrics.
 
@@ -123,11 +136,11 @@ def classify(metrics: dict, *, budget: int, objectives: list[str], error: str | 
         return Status.ERROR, str(metrics.get("error") or "the trial failed")
     if metrics.get(STOP_KEY):
         return Status.STOPPED, str(metrics[STOP_KEY])
-    if epochs < budget:
+    if not trained_budget(epochs, budget):
         return Status.STOPPED, f"stopped after {epochs} of {budget} epochs"
-    missing = [m for m in objectives if not finite(metrics.get(m))]
-    if missing:
-        return Status.ERROR, f"objective {missing[0]} missing or not finite: {metrics.get(missing[0])!r}"
+    missing = first_unusable_objective(metrics, objectives)
+    if missing is not None:
+        return Status.ERROR, f"objective {missing} missing or not finite: {metrics.get(missing)!r}"
     return Status.COMPLETE, ""
 
 

@@ -3,7 +3,7 @@ Pareto figure and TensorBoard events.
 
 * `write_review` computes the review and writes ``pareto.csv``, ``pareto.json``, ``trials.csv``
   and ``hypervolume.csv`` (strict JSON: NaN written as null; every file replaced atomically).
-* `render_table` / `render_verified`: terminal tables; `pareto_figure`: a matplotlib figure;
+* `render_front_table` / `render_verified`: terminal tables; `pareto_figure`: a matplotlib figure;
   `TensorBoardReview`: a run named ``review`` next to the trials, so ``tensorboard --logdir
   runs/<name>`` shows the trials' curves *and* the front.
 """
@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ __all__ = [
     "REVIEW_RUN",
     "TensorBoardReview",
     "pareto_figure",
-    "render_table",
+    "render_front_table",
     "render_verified",
     "review_json",
+    "review_search",
     "write_review",
 ]
 
@@ -187,7 +188,7 @@ def _fmt_hv(hv: float) -> str:
     return "n/a" if math.isnan(hv) else f"{hv:.4f}"
 
 
-def render_table(data: ReviewData) -> str:
+def render_front_table(data: ReviewData) -> str:
     """The front as a terminal table, then one line per excluded trial with its reason."""
     ref = ", ".join(_fmt(r) for r in data.reference)
     lines = [
@@ -450,6 +451,22 @@ class TensorBoardReview:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def review_search(
+    exp_dir: Path, records: list[TrialRecord], objectives: list[Objective], *,
+    board: TensorBoardReview | None = None, push: Callable[[], None] | None = None,
+) -> ReviewData:
+    """One review of a search, in its one order: compute it, write its files into `exp_dir`, draw it
+    in TensorBoard (`board`: a caller that reviews again keeps one open), then `push` the files to
+    the storage. The search's callback after each trial, the end of `mtard search` and
+    `mtard compare` all review through here."""
+    data = write_review(exp_dir, records, objectives)
+    if board is not None:
+        board.write(data)
+    if push is not None:
+        push()
+    return data
 
 
 

@@ -18,9 +18,12 @@ CPUs/GPUs/custom resources, counting what the autoscaler may add, capped by num_
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from mtard.errors import MtardError
-from mtard.search.space import SearchSpace
+
+if TYPE_CHECKING:  # annotations only: the planning stays pure (no torch, no Ray)
+    from mtard.search.space import SearchSpace
 
 DRIVER_RESOURCE = "mtard_driver"
 DRIVER_SHARE = 0.01  # of mtard_driver (or of a CPU when the cluster has no mtard_driver)

@@ -6,7 +6,8 @@ hypervolume history, as plain data (`ReviewData`). `mtard.search.render` turns i
 a terminal table, a figure and TensorBoard events; tests check the data.
 
 Eligibility: a trial enters the front only if its status is ``complete``, it trained
-its whole budget (``epochs == budget``) and every objective is a finite number. A
+its whole budget and every objective is a finite number (`records.trained_budget` and
+`records.first_unusable_objective`: the rules `classify` applies too). A
 trial stopped early by a scheduler reports numbers from a shorter schedule; mixing
 them with full runs would let an unfinished trial look better than it is.
 """
@@ -20,9 +21,9 @@ from typing import Any, NamedTuple
 
 from mtard import pareto
 from mtard.errors import MtardError
-from mtard.search.records import Objective, Status, TrialRecord
+from mtard.search.records import Objective, Status, TrialRecord, first_unusable_objective, trained_budget
 
-__all__ = ["Excluded", "HistoryPoint", "ReviewData", "compute_review"]
+__all__ = ["Excluded", "HistoryPoint", "ReviewData", "compute_review", "objective_values"]
 
 
 class Excluded(NamedTuple):
@@ -64,7 +65,7 @@ class ReviewData:
 
     def values(self, record: TrialRecord) -> tuple[float, ...]:
         """The record's objective values (NaN where missing or not a number)."""
-        return tuple(_number(record.metrics.get(o.metric)) for o in self.objectives)
+        return objective_values(record, self.objectives)
 
 
 # ---------------------------------------------------------------- compute
@@ -74,6 +75,11 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
     return float(value)
+
+
+def objective_values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float, ...]:
+    """The record's objective values (NaN where missing or not a number)."""
+    return tuple(_number(record.metrics.get(o.metric)) for o in objectives)
 
 
 def _exclusion(record: TrialRecord, objectives: Sequence[Objective]) -> str:
@@ -89,18 +95,17 @@ def _exclusion(record: TrialRecord, objectives: Sequence[Objective]) -> str:
         return f"still running ({progress})"
     if record.status is not Status.COMPLETE:
         return before.get(record.status, f"unknown status {record.status!r}{why}")
-    if record.epochs != record.budget:
+    if not trained_budget(record.epochs, record.budget):
         return f"complete but trained {progress}, not its budget"
-    for o in objectives:
-        value = record.metrics.get(o.metric)
-        if value is None:
-            return f"objective {o.metric} was not reported"
-        number = _number(value)
-        if math.isnan(number):
-            return f"objective {o.metric} is NaN" if isinstance(value, float) else f"objective {o.metric} is not a number ({value!r})"
-        if math.isinf(number):
-            return f"objective {o.metric} is infinite"
-    return ""
+    metric = first_unusable_objective(record.metrics, [o.metric for o in objectives])
+    if metric is None:
+        return ""
+    value = record.metrics.get(metric)
+    if value is None:
+        return f"objective {metric} was not reported"
+    if math.isnan(_number(value)):
+        return f"objective {metric} is NaN" if isinstance(value, float) else f"objective {metric} is not a number ({value!r})"
+    return f"objective {metric} is infinite"
 
 
 def _reference(objectives: Sequence[Objective]) -> list[float | None]:
@@ -129,7 +134,7 @@ def compute_review(records: list[TrialRecord], objectives: list[Objective]) -> R
     reference = _reference(objectives)
 
     def values(r: TrialRecord) -> tuple[float, ...]:
-        return tuple(_number(r.metrics.get(o.metric)) for o in objectives)
+        return objective_values(r, objectives)
 
     eligible: list[TrialRecord] = []
     excluded: list[Excluded] = []

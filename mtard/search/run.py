@@ -36,14 +36,13 @@ import os
 from pathlib import Path
 
 from mtard.errors import MtardError
+from mtard.runs import CHECKPOINTS_TO_KEEP
 from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
 from mtard.staging import stage_search_teachers
 from mtard.storage import absolute, check_writable
-
-CHECKPOINTS_TO_KEEP = 2  # per trial: resuming needs only the latest; all would cost GBs per CIFAR trial
 
 
 def run_search(
@@ -164,6 +163,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     from ray import tune
 
     from mtard.search import tune_adapter
+    from mtard.search.records import read_records
+    from mtard.search.render import review_search
     from mtard.search.rung_judge import start_judge
 
     started = _start_ray(address, space)
@@ -208,7 +209,7 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
             tuner = _new_tuner(space, files, trainable, concurrency)
         tuner.fit()
         tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
-        data = tune_adapter.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
+        data = review_search(files.local, read_records(files.records), list(space.objectives), push=files.push)  # the callback drew each trial
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)
@@ -254,10 +255,10 @@ def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrenc
 
 
 def _final_text(data: ReviewData, files: ExperimentFiles) -> str:
-    from mtard.search.render import render_table
+    from mtard.search.render import render_front_table
 
     return (
-        f"{render_table(data)}\n"
+        f"{render_front_table(data)}\n"
         f"results: {files.uri}/ (pareto.csv, trials.csv, pareto.json, study.db); "
         f"tensorboard --logdir {files.uri}"
     )

@@ -67,6 +67,19 @@ class RungClient:
     protected: bool = False  # the enqueued defaults trial always continues
     timeout_s: float = 60.0
 
+    # The loop's stop hook (`mtard.loop.StopRule`): a trial's context is given this client.
+
+    def asks_at(self, epoch: int) -> bool:
+        return epoch in self.rungs
+
+    def stops(self, epoch: int, metrics: dict) -> bool:
+        """Whether the judge stops the trial after this epoch; if so its reason goes into `metrics[STOP_KEY]`."""
+        decision = self.ask(epoch, metrics)
+        if decision is None or not decision.stopped:
+            return False
+        metrics[STOP_KEY] = decision.reason()
+        return True
+
     def ask(self, epoch: int, metrics: dict) -> RungDecision | None:
         """The judge's decision at a rung epoch (None elsewhere, or if it did not answer)."""
         if epoch not in self.rungs:
@@ -82,12 +95,3 @@ class RungClient:
                   f"it continues", file=sys.stderr, flush=True)
             return None
         return RungDecision.from_dict(answer)
-
-
-def judged_stop(client: RungClient | None, epoch: int, metrics: dict) -> bool:
-    """Whether the judge stops the trial after this epoch; if so its reason goes into `metrics[STOP_KEY]`."""
-    decision = client.ask(epoch, metrics) if client is not None else None
-    if decision is None or not decision.stopped:
-        return False
-    metrics[STOP_KEY] = decision.reason()
-    return True

@@ -64,7 +64,9 @@ from pathlib import Path
 from typing import Any
 
 from mtard.config import (
+    NEEDS_TEACHERS,
     TrainConfig,
+    check_resources,
     coerce,
     config_from_dict,
     field_paths,
@@ -73,9 +75,10 @@ from mtard.config import (
     read_yaml,
     resolve_config_path,
     set_path,
-    validate,
+    validate_config,
 )
 from mtard.errors import MtardError
+from mtard.runs import EPOCH_METRICS
 from mtard.search.records import Objective
 from mtard.text import format_eps
 
@@ -92,12 +95,7 @@ RESOURCE_KEYS = {
     "ray_train": bool,
 }
 BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s")
-# Metrics every trial reports every epoch (mtard.loop.fit).
-# The selected_* metrics are the selected epoch's values (eval.select: best); under `last` they equal the epoch's own.
-KNOWN_METRICS = (
-    "val_clean_acc", "val_pgd_acc", "selected_val_clean_acc", "selected_val_pgd_acc", "selected_score",
-    "loss", "train_time_s", "samples_per_s", "lr",
-)
+KNOWN_METRICS = EPOCH_METRICS  # what an objective may name: every trial reports these every epoch
 DEFAULT_OBJECTIVES = ({"metric": "val_clean_acc", "direction": "max"}, {"metric": "val_pgd_acc", "direction": "max"})
 
 # Fields the search itself owns: where to set them instead.
@@ -256,7 +254,7 @@ class SearchSpace:
         if cfg.runtime.threads == 0 and cfg.scaling.gpus_per_worker == 0:
             # CPU trials share the machine: one torch thread per reserved CPU, not one per core.
             cfg.runtime.threads = max(1, int(cfg.scaling.cpus_per_worker))
-        validate(cfg)
+        validate_config(cfg)
         return cfg
 
     # -------- Optuna
@@ -284,8 +282,6 @@ class SearchSpace:
 
     def teacher_names(self) -> list[tuple[str, str]]:
         """Every (teachers.<role>, name) some trial can use: train them before the search starts."""
-        from mtard.methods import NEEDS_TEACHERS
-
         cfg = self.fixed_config()
         methods = self._values("method.name", cfg)
         roles = sorted({role for m in methods for role in NEEDS_TEACHERS[m]})
@@ -388,7 +384,7 @@ def parse_space(data: dict, *, source: Path | None = None) -> SearchSpace:
     )
     fixed_cfg = space.fixed_config()
     try:
-        validate(fixed_cfg)
+        validate_config(fixed_cfg)
     except MtardError as err:
         raise MtardError(f"{where}: the base config with `set`, budget and resources is invalid: {err}") from err
     space.objectives = _parse_objectives(data.get("objectives"), fixed_cfg)
@@ -414,13 +410,24 @@ def _check_writable_path(path: str, where: str) -> None:
         raise MtardError(f"{where}: {path} is set by the search ({OWNED[path]})")
 
 
+def _as_config_holds(base_cfg: TrainConfig, path: str, value: Any, where: str = "") -> Any:
+    """`value` as config field `path` holds it (parsed and typed as `set_path` does), through a copy
+    of `base_cfg`; the error of a value the field refuses starts with `where` when given."""
+    probe = copy.deepcopy(base_cfg)
+    try:
+        set_path(probe, path, value)
+    except MtardError as err:
+        if not where:
+            raise
+        raise MtardError(f"{where}: {err}") from err
+    return get_path(probe, path)
+
+
 def _parse_set(data: dict, base_cfg: TrainConfig) -> dict:
     out = {}
-    probe = copy.deepcopy(base_cfg)
     for path, value in data.items():
         _check_writable_path(str(path), f"set.{path}")
-        set_path(probe, str(path), value)
-        out[str(path)] = get_path(probe, str(path))
+        out[str(path)] = _as_config_holds(base_cfg, str(path), value)
     return out
 
 
@@ -482,20 +489,11 @@ def _parse_resources(data: dict, base_cfg: TrainConfig) -> dict:
     for key, tp in RESOURCE_KEYS.items():
         if key in data:
             out[key] = coerce(data[key], tp, f"resources.{key}")
-    if out["workers"] < 1:
-        raise MtardError(f"resources.workers: must be >= 1, got {out['workers']}")
-    if out["cpus_per_worker"] <= 0:
-        raise MtardError(f"resources.cpus_per_worker: must be > 0, got {out['cpus_per_worker']}")
     for name, amount in out["custom"].items():
         if name in ("CPU", "GPU"):
             raise MtardError(f"resources.custom.{name}: use resources.{name.lower()}s_per_worker")
-        amount = _number(amount, f"resources.custom.{name}")
-        if amount <= 0:
-            raise MtardError(f"resources.custom.{name}: must be > 0, got {amount}")
-        out["custom"][name] = amount
-    g = out["gpus_per_worker"]
-    if g < 0 or (g > 1 and not float(g).is_integer()):
-        raise MtardError(f"resources.gpus_per_worker: must be >= 0, and a whole number above 1 (got {g})")
+        out["custom"][name] = _number(amount, f"resources.custom.{name}")
+    check_resources(out["workers"], out["cpus_per_worker"], out["gpus_per_worker"], out["custom"], where="resources", custom_where="resources.custom")
     return out
 
 
@@ -606,12 +604,7 @@ def _parse_params(data: dict, space: SearchSpace) -> list[Param]:
                 raise MtardError(f"{where}: {ref} is a {target.kind} range; `when` can only refer to `choice` parameters")
             values = []
             for v in allowed:
-                probe = copy.deepcopy(space.base_config)
-                try:
-                    set_path(probe, ref, v)
-                except MtardError as err:
-                    raise MtardError(f"{where}: {err}") from err
-                v = get_path(probe, ref)
+                v = _as_config_holds(space.base_config, ref, v, where)
                 if not target.contains(v):
                     raise MtardError(f"{where}: {v!r} is not one of {ref}'s choices {list(target.choices)}")
                 values.append(v)
@@ -637,12 +630,7 @@ def _parse_param(path: str, spec: dict, tp: Any, base_cfg: TrainConfig, where: s
         for i, v in enumerate(values):
             if isinstance(v, (list, dict)):
                 raise MtardError(f"{where}.choice[{i}]: {v!r}: choices must be single values (true/false, numbers, strings)")
-            probe = copy.deepcopy(base_cfg)
-            try:
-                set_path(probe, path, v)
-            except MtardError as err:
-                raise MtardError(f"{where}.choice[{i}]: {err}") from err
-            value = get_path(probe, path)
+            value = _as_config_holds(base_cfg, path, v, f"{where}.choice[{i}]")
             if any(_same(value, c) for c in coerced):
                 raise MtardError(f"{where}.choice: {value!r} is listed twice")
             coerced.append(value)
@@ -705,7 +693,7 @@ def _check_probes(space: SearchSpace) -> None:
                 set_path(cfg, ref, allowed[0])
             set_path(cfg, p.path, value)
             try:
-                validate(cfg)
+                validate_config(cfg)
             except MtardError as err:
                 # teacher roles needed by a method choice: a searched teacher parameter may fill them
                 if p.path == "method.name" and str(err).startswith("teachers.") and str(err).split(":")[0] in by_path:

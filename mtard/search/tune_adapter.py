@@ -1,5 +1,6 @@
-"""Everything that touches Ray Tune and Optuna: the trial functions, the Optuna adapter, the
-search's callback. (The only module of mtard that imports `ray.tune` or `optuna`.)
+"""Ray Tune and Optuna at run time: the trial functions, the Optuna adapter, the search's callback.
+(Besides this module only `run.py` imports `ray.tune`, to build and restore the Tuner, and only
+`space.py` imports `optuna`, for its sampler; `lint-imports` enforces both.)
 
 Two trial functions, chosen by `mtard.search.resources.uses_ray_train`:
 
@@ -37,13 +38,16 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mtard import checkpoint as ckpt
 from mtard.checkpoint import CHECKPOINT_FILE
+from mtard.config import NEEDS_TEACHERS
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
-from mtard.search.files import ExperimentFiles, train_run_name
+from mtard.runs import RunFolder, checkpoint_dir, failure_report
+from mtard.search.files import ExperimentFiles, train_run_name, trial_dir_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
-from mtard.search.rung_judge import RungClient, judged_stop
+from mtard.search.resources import uses_ray_train
+from mtard.search.rung_judge import RungClient
 from mtard.search.space import SearchSpace
-from mtard.storage import join, put_atomic, read_text, with_scheme
+from mtard.storage import join, local_file, put_atomic, read_text, with_scheme
 
 DEFAULT_KEY = "is_default"  # Tune config key marking the enqueued defaults trial
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # a reported checkpoint directory (Ray's TuneReportCallback name)
@@ -60,11 +64,6 @@ def trial_params(config: dict, space: SearchSpace) -> dict:
     return {k: v for k, v in config.items() if k in space.param_paths}
 
 
-def _failure_report(err: MtardError, epoch: int, objectives: list[str]) -> dict:
-    """What a trial reports when an mtard error ends it: deterministic, so Tune must not retry it."""
-    return {"epoch": epoch, "failed": 1.0, "error": str(err), **{m: float("nan") for m in objectives}}
-
-
 # ---------------------------------------------------------------- direct trials
 
 
@@ -72,8 +71,7 @@ class TuneContext(Context):
     """The loop's view of a direct trial: one process; checkpoints and metrics through Tune."""
 
     def __init__(self, device, newest: dict | None = None, rungs: RungClient | None = None):
-        super().__init__(device)
-        self.rungs = rungs
+        super().__init__(device, rungs)
         # The driver's record of this trial's newest checkpoint (checkpoints.json): after a driver
         # crash it can be newer than the one in Tune's saved state, which is a few seconds old.
         self._newest = newest or {}
@@ -94,13 +92,10 @@ class TuneContext(Context):
         if int(self._newest.get("epoch") or 0) > have:
             location = self._newest["checkpoint"]
             with tempfile.TemporaryDirectory() as directory:
-                local = _local_copy(location, Path(directory))
+                local = local_file(location, Path(directory))
                 self._state = ckpt.read(local, self.device)
-            self.resumed_from = location.rsplit("/", 1)[0]
+            self.resumed_from = checkpoint_dir(location)
         return self._state
-
-    def rung_stop(self, epoch: int, metrics: dict) -> bool:
-        return judged_stop(self.rungs, epoch, metrics)
 
     def save_best(self, payload: dict) -> None:
         """`BEST_FILE` in the trial's storage folder, beside (and outliving) Tune's `checkpoint_*` folders."""
@@ -119,12 +114,6 @@ class TuneContext(Context):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _local_copy(location: str, folder: Path) -> Path:
-    from mtard.storage import download, is_uri
-
-    return download(location, folder / CHECKPOINT_FILE) if is_uri(location) else Path(location)
-
-
 def rung_client(space: SearchSpace, experiment: str, trial_id: str, config: dict) -> RungClient | None:
     """How this trial asks the rung judge, or None when the space has no scheduler."""
     s = space.scheduler
@@ -133,9 +122,13 @@ def rung_client(space: SearchSpace, experiment: str, trial_id: str, config: dict
     return RungClient(experiment, trial_id, tuple(s["rungs"]), tuple(space.metrics), protected=bool(config.get(DEFAULT_KEY)))
 
 
-def _finished(metrics: dict, budget: int) -> bool:
-    """Trained its budget, or stopped at a rung: a restarted trial reports this again, trains nothing."""
-    return int(metrics.get("epoch") or 0) >= budget or bool(metrics.get(STOP_KEY))
+def _replay_if_finished(metrics: dict | None, checkpoint_dir: str, budget: int) -> bool:
+    """Report a trial that finished before a driver crash (Tune's saved state predates it) from its last
+    checkpoint's metrics, training nothing; True if it had. Finished: trained its budget, or stopped at a rung."""
+    if metrics is None or not (int(metrics.get("epoch") or 0) >= budget or metrics.get(STOP_KEY)):
+        return False
+    tune.report({**metrics, CHECKPOINT_PATH_KEY: checkpoint_dir, REPLAYED_KEY: 1})
+    return True
 
 
 def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: str):
@@ -146,19 +139,17 @@ def make_direct_trial(space: SearchSpace, newest: dict[str, dict], experiment: s
         from mtard.loop import resolve_device
 
         trial_id = tune.get_context().get_trial_id()
-        cfg = space.trial_config(trial_params(config, space), name=f"trial-{trial_id}")
+        cfg = space.trial_config(trial_params(config, space), name=trial_dir_name(trial_id))
         # The trial's reserved GPU is the only one Ray lets it see; a CPU trial stays on the CPU.
         device = resolve_device("cuda" if cfg.scaling.gpus_per_worker > 0 else "cpu")
         ctx = TuneContext(device, newest.get(trial_id), rung_client(space, experiment, trial_id, config))
         try:
             state = ctx.latest_checkpoint()
-            if state is not None and _finished(state["metrics"], cfg.optim.epochs):
-                # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-                tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: ctx.resumed_from, REPLAYED_KEY: 1})
+            if _replay_if_finished(state and state["metrics"], ctx.resumed_from, cfg.optim.epochs):
                 return
             fit_reporting_divergence(cfg, ctx)
         except MtardError as err:
-            tune.report(_failure_report(err, 0, space.metrics))
+            tune.report(failure_report(0, str(err), diverged=False))  # deterministic: Tune must not retry it
 
     return direct_trial
 
@@ -174,7 +165,8 @@ def train_run_state(train_storage: str, run_name: str) -> dict | None:
     """
     import json
 
-    text = read_text(join(train_storage, run_name, "checkpoint_manager_snapshot.json"))
+    run = RunFolder(join(train_storage, run_name))
+    text = read_text(run.snapshot)
     if not text:
         return None
     try:
@@ -185,7 +177,7 @@ def train_run_state(train_storage: str, run_name: str) -> dict | None:
         return None
     return {
         "metrics": dict(latest.get("metrics") or {}),
-        "checkpoint": join(train_storage, run_name, latest["checkpoint_dir_name"], CHECKPOINT_FILE),
+        "checkpoint": run.checkpoint(latest["checkpoint_dir_name"]),
     }
 
 
@@ -201,17 +193,15 @@ def make_ray_train_trial(space: SearchSpace, train_storage: str, experiment: str
         name = train_run_name(trial_id)
         cfg = space.trial_config(trial_params(config, space), name=name)
         state = train_run_state(train_storage, name)
-        if state and _finished(state["metrics"], cfg.optim.epochs):
-            # Finished before a driver crash, but Tune's saved state predates it: report, don't retrain.
-            tune.report({**state["metrics"], CHECKPOINT_PATH_KEY: state["checkpoint"].rsplit("/", 1)[0], REPLAYED_KEY: 1})
+        if state and _replay_if_finished(state["metrics"], checkpoint_dir(state["checkpoint"]), cfg.optim.epochs):
             return
         rungs = rung_client(space, experiment, trial_id, config)
-        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], rungs=rungs)
+        trainer = build_trainer(cfg, storage=train_storage, name=name, callbacks=[TuneReportCallback()], stop_rule=rungs)
         try:
             fit_trainer(trainer, train_storage)
         except MtardError as err:
             epoch = int((train_run_state(train_storage, name) or {"metrics": {}})["metrics"].get("epoch", 0))
-            tune.report(_failure_report(err, epoch, space.metrics))
+            tune.report(failure_report(epoch, str(err), diverged=False))
 
     return ray_train_trial
 
@@ -369,8 +359,6 @@ class SearchProgress(Callback):
 
     def make_record(self, trial, *, error: str | None) -> TrialRecord:
         """A TrialRecord from a finished Tune trial (status, reason, metrics, checkpoint, times)."""
-        from mtard.methods import NEEDS_TEACHERS
-
         metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in TUNE_KEYS}
         params = trial_params(trial.config or {}, self.space)
         newest = self.newest.get(trial.trial_id, {})
@@ -384,7 +372,7 @@ class SearchProgress(Callback):
         checkpoint = str(newest.get("checkpoint", ""))
         if checkpoint and fixed.eval.select == "best" and finite(metrics.get("selected_epoch")) and metrics["selected_epoch"] > 0:
             # The selected epoch stands for the trial: best.pt beside the run's checkpoint_* folders.
-            checkpoint = join(checkpoint.rsplit("/", 2)[0], BEST_FILE)
+            checkpoint = self.files.trial_run(trial.trial_id, ray_train=uses_ray_train(self.space)).best
         return TrialRecord(
             trial_id=trial.trial_id, status=status, reason=reason, params=params, metrics=metrics,
             epochs=int(metrics.get("epoch") or newest.get("epoch") or 0), budget=budget,
@@ -416,17 +404,14 @@ class SearchProgress(Callback):
             flush=True,
         )
 
-    def review(self, *, tensorboard: bool = True):
-        from mtard.search.render import TensorBoardReview, write_review
+    def review(self):
+        """`review_search` with this search's TensorBoard review run, kept open between trials."""
+        from mtard.search.render import TensorBoardReview, review_search
 
         objectives = list(self.space.objectives)
-        data = write_review(self.files.local, read_records(self.files.records), objectives)
-        if tensorboard:
-            if self._tb is None:
-                self._tb = TensorBoardReview(self.files.local, objectives)
-            self._tb.write(data)
-        self.files.push()
-        return data
+        if self._tb is None:
+            self._tb = TensorBoardReview(self.files.local, objectives)
+        return review_search(self.files.local, read_records(self.files.records), objectives, board=self._tb, push=self.files.push)
 
 
 def _same_result(a: TrialRecord, b: TrialRecord) -> bool:

@@ -10,22 +10,18 @@ from mtard.errors import MtardError
 from mtard.search.files import VERIFIED_DIR
 from mtard.search.records import Objective
 from mtard.search.render import csv_text
-from mtard.storage import atomic_write, download, is_uri, json_safe
+from mtard.storage import atomic_write, json_safe, local_file
 
 #: Attacks `evaluate_front` runs by default (the papers' test-set table).
 VERIFY_ATTACKS = ["clean", "pgd20_sat", "pgd20_trades", "cw", "autoattack"]
 
 
 def _local_checkpoint(location: str, exp_dir: Path, cache: Path) -> Path:
-    """A local path for a checkpoint recorded as a path or a storage URI (s3://, gs://, ...)."""
-    if location.startswith("file://"):
-        location = location[len("file://"):]
-    if not is_uri(location):
-        path = Path(location)
-        if not path.is_absolute() and not path.exists() and (exp_dir / path).exists():
-            path = exp_dir / path
-        return path
-    return download(location, cache / Path(location).name)
+    """A local path for a checkpoint recorded as a path (relative ones also from the experiment folder) or a URI."""
+    path = local_file(location, cache)
+    if not path.is_absolute() and not path.exists() and (exp_dir / path).exists():
+        path = exp_dir / path
+    return path
 
 
 def evaluate_front(
@@ -44,9 +40,18 @@ def evaluate_front(
     A member whose checkpoint is missing or unreadable is recorded with its error and the
     others still run; if none can be evaluated, `MtardError`. Returns the JSON path.
     """
-    from mtard.evaluate import check_attacks, evaluate_checkpoint
+    from mtard.evaluate import check_attacks
 
-    exp_dir = Path(exp_dir)
+    front, objectives = read_front(Path(exp_dir))
+    names = check_attacks(list(attacks) if attacks is not None else list(VERIFY_ATTACKS))
+    report = verify_front(
+        Path(exp_dir), front, objectives, names, max_samples=max_samples, device=device, data_root=data_root, batch_size=batch_size
+    )
+    return write_verified(Path(exp_dir), report)
+
+
+def read_front(exp_dir: Path) -> tuple[list[dict], list[Objective]]:
+    """The front members and objectives of ``<exp_dir>/pareto.json``; one clear error if it is missing, damaged or empty."""
     source = exp_dir / "pareto.json"
     if not source.is_file():
         raise MtardError(
@@ -60,51 +65,63 @@ def evaluate_front(
             f"{source} is not a pareto.json written by `mtard search` ({type(err).__name__}: {err}); "
             f"rewrite it by resuming the search (mtard search --resume {exp_dir})"
         ) from err
-    names = check_attacks(list(attacks) if attacks is not None else list(VERIFY_ATTACKS))
     if not front:
         raise MtardError(f"{source} has an empty front: no trial completed its budget yet")
-    verified_dir = exp_dir / VERIFIED_DIR
-    members = []
-    descriptions: dict[str, str] = {}
-    for m in front:
-        entry = {k: m.get(k) for k in ("trial_id", "method", "teachers", "params", "is_default", "checkpoint")}
-        entry["val"] = dict(m.get("objectives", {}))
-        try:
-            if not m.get("checkpoint"):
-                raise MtardError("the trial recorded no checkpoint")
-            path = _local_checkpoint(m["checkpoint"], exp_dir, verified_dir / "checkpoints" / m["trial_id"])
-            report = evaluate_checkpoint(
-                path, split="test", attacks=names, max_samples=max_samples, device=device,
-                data_root=data_root, batch_size=batch_size, out=verified_dir / f"{m['trial_id']}.eval-test.json",
-            )
-        except MtardError as err:
-            entry["error"] = str(err)
-            members.append(entry)
-            continue
-        entry.update(
-            split=report["split"], dataset=report["dataset"], eps=report["eps"], samples=report["samples"],
-            test={r["attack"]: r["accuracy"] for r in report["results"]},
-            descriptions={r["attack"]: r["description"] for r in report["results"]},
-        )
-        for r in report["results"]:
-            descriptions.setdefault(r["attack"], r["description"])
-        members.append(entry)
+    return front, objectives
+
+
+def verify_front(exp_dir: Path, front: list[dict], objectives: list[Objective], names: list[str], **evaluation) -> dict:
+    """The verification report (the content of pareto_verified.json): each member's validation numbers
+    beside its test accuracies under the attacks `names`, or the error that stopped its evaluation.
+    `evaluation`: `evaluate_checkpoint`'s max_samples, device, data_root, batch_size."""
+    members = [_verify_member(m, exp_dir, names, evaluation) for m in front]
     if not any("test" in e for e in members):
         raise MtardError(f"no front member could be evaluated: {members[0].get('error')}")
-
-    out = {
+    descriptions: dict[str, str] = {}
+    for e in members:
+        for attack, text in e.get("descriptions", {}).items():
+            descriptions.setdefault(attack, text)
+    return {
         "experiment": str(exp_dir),
         "split": "test",
         "objectives": [o.to_dict() for o in objectives],
         "attacks": [{"attack": a, "description": descriptions.get(a, "")} for a in names],
         "members": members,
     }
+
+
+def _verify_member(m: dict, exp_dir: Path, names: list[str], evaluation: dict) -> dict:
+    from mtard.evaluate import evaluate_checkpoint
+
+    verified_dir = exp_dir / VERIFIED_DIR
+    entry = {k: m.get(k) for k in ("trial_id", "method", "teachers", "params", "is_default", "checkpoint")}
+    entry["val"] = dict(m.get("objectives", {}))
+    try:
+        if not m.get("checkpoint"):
+            raise MtardError("the trial recorded no checkpoint")
+        path = _local_checkpoint(m["checkpoint"], exp_dir, verified_dir / "checkpoints" / m["trial_id"])
+        report = evaluate_checkpoint(path, split="test", attacks=names, out=verified_dir / f"{m['trial_id']}.eval-test.json", **evaluation)
+    except MtardError as err:
+        entry["error"] = str(err)
+        return entry
+    entry.update(
+        split=report["split"], dataset=report["dataset"], eps=report["eps"], samples=report["samples"],
+        test={r["attack"]: r["accuracy"] for r in report["results"]},
+        descriptions={r["attack"]: r["description"] for r in report["results"]},
+    )
+    return entry
+
+
+def write_verified(exp_dir: Path, report: dict) -> Path:
+    """pareto_verified.json (the report) and pareto_verified.csv (one row per member and attack); returns the JSON path."""
+    objectives = [Objective.from_dict(o) for o in report["objectives"]]
+    names = [a["attack"] for a in report["attacks"]]
     json_path = exp_dir / "pareto_verified.json"
-    atomic_write(json_path, json.dumps(json_safe(out), indent=2, ensure_ascii=False) + "\n")
+    atomic_write(json_path, json.dumps(json_safe(report), indent=2, ensure_ascii=False) + "\n")
     header = ["trial_id", "method", "is_default"] + [f"val:{o.metric}" for o in objectives]
     header += ["attack", "description", "test_accuracy", "samples", "eps", "checkpoint", "error"]
     rows = []
-    for e in members:
+    for e in report["members"]:
         head = [e["trial_id"], e["method"], e["is_default"]] + [e["val"].get(o.metric) for o in objectives]
         if "test" not in e:
             rows.append(head + ["", "", None, None, None, e["checkpoint"], e["error"]])
@@ -113,6 +130,3 @@ def evaluate_front(
             rows.append(head + [a, e["descriptions"][a], e["test"][a], e["samples"], e["eps"], e["checkpoint"], ""])
     atomic_write(exp_dir / "pareto_verified.csv", csv_text(header, rows))
     return json_path
-
-
-
