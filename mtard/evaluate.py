@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mtard import attacks as _attacks
-from mtard.config import DataConfig, coerce, from_dict
+from mtard.config import EPS_FIX, DataConfig, coerce, from_dict
 from mtard.errors import MtardError
 from mtard.loop import resolve_device
 from mtard.text import format_eps, text_table
@@ -325,6 +325,11 @@ def _run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ctx: _
     return correct
 
 
+def check_eps(eps: float) -> None:
+    if not (math.isfinite(eps) and 0 <= eps <= 1):
+        raise MtardError(f"eps must be in [0, 1], got {eps}: {EPS_FIX}")
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -355,8 +360,7 @@ def evaluate_model(
         One `AttackResult` per attack; all share the same samples.
     """
     names = check_attacks(list(attacks))
-    if not (math.isfinite(eps) and eps >= 0):
-        raise MtardError(f"eps must be a finite number >= 0 (e.g. 8/255), got {eps}")
+    check_eps(eps)
     if batch_size < 1:
         raise MtardError(f"batch size must be >= 1, got {batch_size}")
     if max_samples < 0:
@@ -459,6 +463,8 @@ def evaluate_checkpoint(
     if split not in SPLITS:
         raise MtardError(f"unknown split {split!r}: use 'val' (model selection) or 'test' (final report)")
     names = check_attacks(list(attacks) if attacks is not None else DEFAULT_ATTACKS)
+    if eps is not None:
+        check_eps(eps)
     path = Path(path)
     out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
     _check_report_location(out_path)

@@ -168,3 +168,29 @@ def check_writable(folder: Path, what: str, fix: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise MtardError(f"{what} {folder} is not writable ({reason.lower()}): {fix}") from err
+
+
+def check_folder_name(name: str, field_name: str, *, reserved: Iterable[str] = (), example: str = "digits_mtard") -> str:
+    """The one rule for a name that becomes a folder (a run, an experiment): one plain path part.
+
+    Not empty, not `.`/`..`, no `/` or `\\` (it would write outside its parent folder), no control
+    characters (a newline breaks every log and listing), and none of `reserved` (folders the
+    command itself uses in the same parent, e.g. `teachers` in a search storage).
+    """
+    text = str(name)
+    plain = text not in ("", ".", "..") and not any(c in text for c in "/\\") and text.isprintable()
+    if not plain:
+        raise MtardError(
+            f"{field_name}: {text!r} is not a folder name: use one plain name such as {example} "
+            f"(no '/', '\\', '..', newlines or other control characters; not empty)"
+        )
+    if text in set(reserved):
+        raise MtardError(f"{field_name}: {text!r} is reserved for mtard's own folder there: choose another name")
+    return text
+
+
+def check_inside(relative: str, field_name: str, parent: str) -> None:
+    """A relative path from a file (a catalog's `checkpoint:`) must stay inside `parent`: no `..` part."""
+    parts = Path(relative).parts
+    if ".." in parts or not str(relative).isprintable():
+        raise MtardError(f"{field_name}: {relative!r} leaves {parent}: write a path inside it (no '..'), or an absolute path")

@@ -37,6 +37,7 @@ from torch import nn
 from mtard import checkpoint as ckpt
 from mtard.config import from_dict, read_yaml
 from mtard.errors import MtardError
+from mtard.storage import check_folder_name, check_inside
 
 DEFAULT_CATALOG = Path(__file__).parent / "teachers.yaml"
 STAGED_DIR = "staged"  # <teacher dir>/staged/<sha256>.pt: copies fetched from the staging store
@@ -82,7 +83,9 @@ def load_catalog(path: str | Path = "") -> dict[str, TeacherEntry]:
         if not isinstance(data, dict):
             raise MtardError(f"{path}: teacher {name!r} must be a mapping of fields")
         entry = from_dict(TeacherEntry, data, where=f"{path.name}:{name}")
-        entry.name = str(name)
+        entry.name = check_folder_name(str(name), f"{path.name}: teacher name", example="digits_mlp_clean")  # names its training run's folder
+        if not Path(os.path.expanduser(entry.checkpoint)).is_absolute():
+            check_inside(entry.checkpoint, f"{path.name}:{name}.checkpoint", "the teacher directory ($MTARD_TEACHERS)")
         catalog[entry.name] = entry
     return catalog
 

@@ -19,8 +19,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
+from mtard.config import read_yaml
 from mtard.errors import MtardError
 from mtard.search.files import BASE_CONFIG, RECORDS, REVIEW_RUN
 from mtard.search.records import Objective, TrialRecord, read_records
@@ -35,6 +34,9 @@ def parse_experiments(args: list[str]) -> dict[str, Path]:
         label, sep, path = arg.partition("=")
         directory = Path(path if sep else arg)
         label = label if sep else directory.resolve().name
+        same = [other for other, known in experiments.items() if known.resolve() == directory.resolve()]
+        if same:
+            raise MtardError(f"{directory} is given twice (as {same[0]} and {label}): its trials would count twice; compare different searches")
         if label in experiments:
             raise MtardError(
                 f"two experiments are labelled {label!r} ({experiments[label]} and {directory}): "
@@ -54,7 +56,7 @@ def load_experiment(directory: Path) -> tuple[list[TrialRecord], list[Objective]
             raise MtardError(f"{path} does not exist: point at an experiment directory written by `mtard search` (e.g. runs/<name>)")
     objectives = [Objective.from_dict(o) for o in json.loads(pareto_json.read_text())["objectives"]]
     base = directory / BASE_CONFIG
-    dataset = (yaml.safe_load(base.read_text()) or {}).get("data", {}).get("name") if base.is_file() else None
+    dataset = read_yaml(base).get("data", {}).get("name") if base.is_file() else None
     return read_records(records_path), objectives, dataset
 
 

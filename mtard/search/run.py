@@ -40,8 +40,8 @@ from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, V
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
-from mtard.staging import stage_search_teachers
-from mtard.storage import absolute, check_writable
+from mtard.staging import STORE_DIR, stage_search_teachers
+from mtard.storage import absolute, check_folder_name, check_writable
 
 CHECKPOINTS_TO_KEEP = 2  # per trial: resuming needs only the latest; all would cost GBs per CIFAR trial
 
@@ -72,6 +72,8 @@ def run_search(
         if num_samples is not None:
             loaded.num_samples = int(num_samples)
         name = name or Path(loaded.source or space or "search").stem
+        # STORE_DIR: the staged teachers' folder in the same storage.
+        check_folder_name(name, "--name", reserved=(STORE_DIR,), example="digits_tiny")
         files = ExperimentFiles(absolute(storage, "runs"), name)
         if _experiment_exists(files):
             raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
