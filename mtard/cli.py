@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from mtard.errors import MtardError
+from mtard.errors import Interrupted, MtardError
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mtard: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"mtard: {err}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("mtard: interrupted; resume with --resume", file=sys.stderr)
         return 130

@@ -63,6 +63,20 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any]) ->
         raise
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log file (JSONL), flushed and fsync'ed; after a last line torn by a
+    crash, on a fresh line, so the new line is never glued onto the half one."""
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def json_safe(value: Any) -> Any:
     """Strict-JSON-safe copy: NaN/±inf -> None, recursively; keys as strings."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -91,6 +105,29 @@ def read_text(location: str) -> str | None:
             return f.read().decode()
     except (FileNotFoundError, OSError):
         return None
+
+
+def write_text(location: str, text: str) -> None:
+    """A small file at a local path (atomically) or a URI (one object put)."""
+    if not is_uri(location):
+        atomic_write(location, text)
+        return
+    fs, path = _filesystem(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # a no-op on object stores; needed for file://
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def delete(location: str) -> None:
+    """Remove a file at a local path or a URI; a missing one is fine."""
+    if not is_uri(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = _filesystem(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def download(uri: str, target: Path) -> Path:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from mtard.errors import MtardError
-from mtard.storage import json_safe
+from mtard.storage import append_line, json_safe
 
 STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rung_judge)
 
@@ -148,12 +147,17 @@ def read_records(path: Path) -> list[TrialRecord]:
 
 def append_record(path: Path, record: TrialRecord) -> None:
     """One line, flushed and fsync'ed; after a torn last line, on a fresh line."""
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if torn else "") + record.to_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(path, record.to_json())
+
+
+def torn_lines(path: Path) -> int:
+    """How many lines of a JSONL file are not JSON (torn by a crash mid-write)."""
+    if not path.is_file():
+        return 0
+    bad = 0
+    for line in path.read_text().splitlines():
+        try:
+            json.loads(line) if line.strip() else None
+        except ValueError:
+            bad += 1
+    return bad

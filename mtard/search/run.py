@@ -33,10 +33,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from mtard.errors import MtardError
+from mtard.errors import Interrupted, MtardError
 from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
+from mtard.search.lock import hold_experiment
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
@@ -65,8 +71,71 @@ def run_search(
     """
     if num_samples is not None and num_samples < 1:
         raise MtardError(f"--num-samples must be >= 1, got {num_samples}")
+    interrupts = SearchInterrupts()
+    with interrupts.installed():
+        try:
+            return _run_search(space, storage=storage, name=name, address=address, resume=resume, num_samples=num_samples,
+                               final_eval=final_eval, interrupts=interrupts)
+        except KeyboardInterrupt:  # before or after Tune's loop: nothing running to stop
+            raise interrupts.interrupted() from None
+
+
+class SearchInterrupts:
+    """SIGINT (Ctrl-C) and SIGTERM (a preempted node, `ray job stop`) end a search as an interruption.
+
+    Inside Tune's loop the first signal asks Tune to stop the trials and save its state (Tune's own
+    stop, through SIGUSR1: every finished result is kept, running trials resume with --resume);
+    outside it, it raises KeyboardInterrupt. Either way the search then ends with `Interrupted`
+    (exit 128 + signal). A second signal quits at once. Tune's SIGINT handler is disabled
+    (TUNE_DISABLE_SIGINT_HANDLER) so that both signals take this one path.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_tune = False
+        self.experiment: str | None = None  # set once the experiment exists with a state to resume
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.install()
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def install(self) -> None:
+        """(Again after ray.init, which sets its own SIGTERM handler.)"""
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            print(f"[search] {signal.Signals(signum).name} again: quitting at once", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+        if self.in_tune:
+            print(f"[search] {signal.Signals(signum).name}: stopping the trials and saving the search's state "
+                  f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop (its handler is installed while it runs)
+        else:
+            raise KeyboardInterrupt
+
+    def interrupted(self) -> Interrupted:
+        experiment = self.experiment
+        how = f"continue with mtard search --resume {shlex.quote(experiment)}" if experiment else "nothing had started: start the search again"
+        return Interrupted(self.signum or signal.SIGINT, f"interrupted: {how}")
+
+
+def _run_search(space, *, storage, name, address, resume, num_samples, final_eval, interrupts: SearchInterrupts) -> ReviewData:
     if resume:
         files, loaded = _resumed_experiment(resume, space=space, name=name, num_samples=num_samples)
+        interrupts.experiment = files.uri
     else:
         loaded = load_space(space)
         if num_samples is not None:
@@ -78,11 +147,15 @@ def run_search(
         if _experiment_exists(files):
             raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
         _check_storage(files)
-        _save_space(loaded, files)
-        files.push()
-    # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
-    stage_search_teachers(loaded, files.storage)
-    return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval)
+    with hold_experiment(files):  # one driver per experiment, for its whole life
+        if not resume:
+            if _experiment_exists(files):  # another driver got here first and finished meanwhile
+                raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+            _save_space(loaded, files)
+            files.push()
+        # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
+        stage_search_teachers(loaded, files.storage)
+        return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval, interrupts=interrupts)
 
 
 def _resumed_experiment(resume: str, *, space, name, num_samples) -> tuple[ExperimentFiles, SearchSpace]:
@@ -161,7 +234,9 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     return True
 
 
-def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool) -> ReviewData:
+def _run(
+    space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool, interrupts: SearchInterrupts
+) -> ReviewData:
     import ray
     from ray import tune
 
@@ -169,6 +244,7 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     from mtard.search.rung_judge import start_judge
 
     started = _start_ray(address, space)
+    interrupts.install()  # ray.init replaced the SIGTERM handler
     judge = None
     # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
     # The legacy console output honours verbose=0 (the new one still prints its banner).
@@ -179,7 +255,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     # the space then means the same files in a trial as in the driver that checked them. Tune's
     # default moves each trial into its own log folder, where they are not.
     quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
-    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
+                "TUNE_DISABLE_SIGINT_HANDLER": "1"}  # SearchInterrupts handles SIGINT and SIGTERM alike
     saved_env = {k: os.environ.get(k) for k in defaults}
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -208,7 +285,20 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
             tuner = tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
         else:
             tuner = _new_tuner(space, files, trainable, concurrency)
-        tuner.fit()
+        if interrupts.signum is not None:  # signalled while the search was being set up
+            if not restoring:  # no trial asked yet: a new start must not find a study and refuse
+                (files.local / STUDY).unlink(missing_ok=True)
+            raise KeyboardInterrupt
+        interrupts.in_tune = True
+        interrupts.experiment = files.uri
+        try:
+            tuner.fit()
+        finally:
+            interrupts.in_tune = False
+        if interrupts.signum is not None:
+            # Running trials stay RUNNING in Tune's state and in the study: --resume continues them.
+            files.push()
+            raise interrupts.interrupted()
         tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
         data = tune_adapter.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
         print(_final_text(data, files))
