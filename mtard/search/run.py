@@ -282,6 +282,7 @@ def _run(
         if restoring:
             if not tune.Tuner.can_restore(files.uri):
                 raise MtardError(f"--resume {files.uri}: Tune saved no experiment state there yet (the search died too early); start it again without --resume")
+            _repair_before_resume(files, space)
             tuner = tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
         else:
             tuner = _new_tuner(space, files, trainable, concurrency)
@@ -292,15 +293,19 @@ def _run(
         interrupts.in_tune = True
         interrupts.experiment = files.uri
         try:
-            tuner.fit()
+            results = tuner.fit()
         finally:
             interrupts.in_tune = False
         if interrupts.signum is not None:
             # Running trials stay RUNNING in Tune's state and in the study: --resume continues them.
             files.push()
             raise interrupts.interrupted()
-        tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
-        data = tune_adapter.SearchProgress(files, space, space.num_samples).review(tensorboard=False)  # the callback drew each trial
+        progress = tune_adapter.SearchProgress(files, space, space.num_samples)
+        for trial_id in tune_adapter.record_unrecorded(results, progress):
+            print(f"[search] repaired: trial {trial_id} had no record (torn by a crash); rebuilt it from Tune's saved results", flush=True)
+        for line in tune_adapter.reconcile_study(files, space):
+            print(f"[search] repaired the study: {line}", flush=True)
+        data = progress.review()  # the final state: every trial in the figure and the curves
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)
@@ -313,6 +318,20 @@ def _run(
             ray.kill(judge)
         if started:
             ray.shutdown()
+
+
+def _repair_before_resume(files: ExperimentFiles, space: SearchSpace) -> None:
+    """Say what a crash tore, and rebuild a lost study.db from the trials' records."""
+    from mtard.search import tune_adapter
+    from mtard.search.records import torn_lines
+
+    torn = torn_lines(files.records)
+    if torn:
+        print(f"[search] {files.records}: {torn} line(s) torn by a crash; the trials they held are recorded again "
+              f"from Tune's saved results at the end", flush=True)
+    if not (files.local / STUDY).exists():
+        n = tune_adapter.rebuild_study(files, space)
+        print(f"[search] {STUDY} was missing: rebuilt it from {n} trial record(s)", flush=True)
 
 
 def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrency: int):
