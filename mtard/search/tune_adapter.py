@@ -233,6 +233,10 @@ class MtardOptunaSearch(OptunaSearch):
         self._budget = int(budget)
         super().__init__(*args, **kwargs)
 
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        _relink_open_trials(self)
+
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if config is None:
@@ -255,7 +259,11 @@ class MtardOptunaSearch(OptunaSearch):
             error="the trial raised an error (see trials.csv)" if error else None,
         )
         if status is Status.COMPLETE:
-            return super().on_trial_complete(trial_id, result, error)
+            try:
+                return super().on_trial_complete(trial_id, result, error)
+            except Exception as exc:  # e.g. a study rebuilt after study.db was lost: reconcile_study tells it at the end
+                print(f"[search] warning: could not tell Optuna about trial {trial_id}: {exc}", file=sys.stderr)
+                return None
         state = optuna.trial.TrialState.PRUNED if status is Status.STOPPED else optuna.trial.TrialState.FAIL
         attrs = {"mtard_status": str(status), "mtard_reason": reason[:1000]}
         if (result or {}).get(STOP_KEY):  # stopped at a rung: keep the values it was judged on
@@ -575,6 +583,27 @@ def _link_optuna_trial(search: OptunaSearch, trial_id: str) -> bool:
 
 def _optuna_trial_open(search: OptunaSearch, trial_id: str) -> bool:
     return trial_id not in search._completed_trials and trial_id in search._ot_trials
+
+
+def _relink_open_trials(search: OptunaSearch) -> None:
+    """After Tune restored the searcher: a running trial whose Optuna trial is not in the study any
+    more (study.db was lost and rebuilt from the records) gets a new one with the same parameters,
+    so telling its result can neither fail nor land on another trial that took its old id."""
+    study = search._ot_study
+    for trial_id, ot_trial in list(search._ot_trials.items()):
+        if trial_id in search._completed_trials:
+            continue
+        try:
+            linked = study._storage.get_trial_user_attrs(ot_trial._trial_id).get("tune_trial_id") == trial_id
+        except KeyError:
+            linked = False
+        if linked:
+            continue
+        frozen = ot_trial._cached_frozen_trial
+        study.enqueue_trial(frozen.params, skip_if_exists=False)
+        fresh = study.ask(fixed_distributions=frozen.distributions)
+        fresh.set_user_attr("tune_trial_id", trial_id)
+        search._ot_trials[trial_id] = fresh
 
 
 def _optuna_trial_finished(search: OptunaSearch, trial_id: str) -> bool:
