@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mtard.errors import MtardError
-from mtard.storage import append_line, json_safe
+from mtard.storage import append_line, atomic_write, json_safe
 
 STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rung_judge)
 
@@ -150,14 +150,18 @@ def append_record(path: Path, record: TrialRecord) -> None:
     append_line(path, record.to_json())
 
 
-def torn_lines(path: Path) -> int:
-    """How many lines of a JSONL file are not JSON (torn by a crash mid-write)."""
+def drop_torn_lines(path: Path) -> int:
+    """Rewrite a JSONL file without its lines torn by a crash (not JSON); returns how many there were."""
     if not path.is_file():
         return 0
-    bad = 0
-    for line in path.read_text().splitlines():
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    good = []
+    for line in lines:
         try:
-            json.loads(line) if line.strip() else None
+            json.loads(line)
+            good.append(line)
         except ValueError:
-            bad += 1
-    return bad
+            pass
+    if len(good) < len(lines):
+        atomic_write(path, "".join(line + "\n" for line in good))
+    return len(lines) - len(good)

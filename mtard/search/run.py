@@ -32,6 +32,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -292,6 +293,8 @@ def _run(
             raise KeyboardInterrupt
         interrupts.in_tune = True
         interrupts.experiment = files.uri
+        # Tune's own stop messages name Tuner.restore; SearchInterrupts says how to continue instead.
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
         try:
             results = tuner.fit()
         finally:
@@ -323,12 +326,12 @@ def _run(
 def _repair_before_resume(files: ExperimentFiles, space: SearchSpace) -> None:
     """Say what a crash tore, and rebuild a lost study.db from the trials' records."""
     from mtard.search import tune_adapter
-    from mtard.search.records import torn_lines
+    from mtard.search.records import drop_torn_lines
 
-    torn = torn_lines(files.records)
+    torn = drop_torn_lines(files.records)
     if torn:
-        print(f"[search] {files.records}: {torn} line(s) torn by a crash; the trials they held are recorded again "
-              f"from Tune's saved results at the end", flush=True)
+        print(f"[search] {files.records}: removed {torn} line(s) torn by a crash; the trials they held are recorded "
+              f"again from Tune's saved results at the end", flush=True)
     if not (files.local / STUDY).exists():
         n = tune_adapter.rebuild_study(files, space)
         print(f"[search] {STUDY} was missing: rebuilt it from {n} trial record(s)", flush=True)

@@ -295,9 +295,13 @@ def new_searcher(space: SearchSpace, files: ExperimentFiles, name: str) -> Mtard
 
 def name_objectives(url: str, study_name: str, space: SearchSpace) -> None:
     """Name the study's objectives (optuna-dashboard shows them instead of "Objective 0/1")."""
+    import warnings
+
     import optuna
 
-    optuna.load_study(study_name=study_name, storage=url).set_metric_names(list(space.metrics))
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.load_study(study_name=study_name, storage=url).set_metric_names(list(space.metrics))
 
 
 def _optuna_outcome(record: TrialRecord, metrics: list[str]):
