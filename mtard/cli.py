@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _print_final(cfg, metrics: dict) -> None:
         f"{cfg.name}: epoch {metrics['epoch']}  val clean {metrics['val_clean_acc']:.4f}  "
         f"val PGD-{e.pgd_steps} (eps={e.eps:.4g}, step={e.pgd_step_size:.4g}) {metrics['val_pgd_acc']:.4f}\n"
         f"results in {cfg.run_dir}/ (config.yaml, metrics.jsonl, checkpoint.pt); "
-        f"tensorboard --logdir {cfg.run_dir}"
+        f"tensorboard --logdir {shlex.quote(str(cfg.run_dir))}"
     )
 
 
@@ -152,7 +153,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     data = compare(args.experiments, Path(args.out))
     print(render_table(data))
-    print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {args.out}")
+    print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {shlex.quote(str(args.out))}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,6 +224,9 @@ def _fraction(text: str) -> float | None:
         return None
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert `value` to type `tp` or raise MtardError naming `where`."""
     origin = typing.get_origin(tp)
@@ -277,6 +280,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             raise MtardError(f"{where}: expected a number (e.g. 0.1 or 8/255), got {value!r}")
         if not math.isfinite(out):
             raise MtardError(f"{where}: must be finite, got {value!r}")
+        if abs(out) > FLOAT32_MAX:  # torch would fail deep inside (e.g. SGD's update) instead of saying why
+            raise MtardError(f"{where}: {value!r} is beyond the float32 range that training computes in (±3.4e38): give a realistic value")
         return out
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -480,6 +480,7 @@ def evaluate_checkpoint(
             f"{splits.info.num_classes}: evaluate it on the data set it was trained for"
         )
     dataset = splits.val if split == "val" else splits.test
+    _check_input_fits(model, dataset, path, data_cfg.name)
     results = evaluate_model(
         model,
         dataset,
@@ -508,6 +509,21 @@ def evaluate_checkpoint(
     except OSError as err:
         raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _check_input_fits(model: nn.Module, dataset: Dataset, path: Path, data_name: str) -> None:
+    """One image through the model before any attack: a recorded spec that does not fit the data set
+    (e.g. its image_size) fails here with one line instead of inside an attack."""
+    x = dataset[0][0].unsqueeze(0)
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except RuntimeError as err:
+        raise MtardError(
+            f"{path}: its model cannot take {data_name} images of shape {tuple(x.shape[1:])} "
+            f"({str(err).splitlines()[0]}): its recorded spec (in_channels, image_size) does not fit this data set; "
+            f"evaluate it on the data set it was trained for"
+        ) from err
 
 
 def _check_report_location(out_path: Path) -> None:

@@ -25,6 +25,7 @@ from mtard.search.files import BASE_CONFIG, RECORDS, REVIEW_RUN
 from mtard.search.records import Objective, TrialRecord, read_records
 from mtard.search.render import TensorBoardReview, write_review
 from mtard.search.review import ReviewData
+from mtard.storage import check_writable
 
 
 def parse_experiments(args: list[str]) -> dict[str, Path]:
@@ -93,11 +94,13 @@ def compare(args: list[str], out_dir: Path) -> ReviewData:
     experiments = {label: load_experiment(d) for label, d in sources.items()}
     records, objectives = combine(experiments)
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MtardError(f"--out {out_dir} is a file, not a folder: choose another --out (the comparison writes several files)")
+    check_writable(out_dir, "--out", "choose a folder you can write to")
+    if any(out_dir.iterdir()):
         if not (out_dir / SOURCES).is_file():
             raise MtardError(f"{out_dir} already holds something other than a comparison: choose another --out")
         shutil.rmtree(out_dir / REVIEW_RUN, ignore_errors=True)  # a fresh figure and curves, not appended ones
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SOURCES).write_text(json.dumps({k: str(v.resolve()) for k, v in sources.items()}, indent=2) + "\n")
     data = write_review(out_dir, records, objectives)
     with TensorBoardReview(out_dir, objectives) as board:

@@ -134,6 +134,9 @@ class SearchInterrupts:
 
 
 def _run_search(space, *, storage, name, address, resume, num_samples, final_eval, interrupts: SearchInterrupts) -> ReviewData:
+    from mtard.distributed import check_cluster_address
+
+    check_cluster_address(address or os.environ.get("RAY_ADDRESS"))  # in seconds, before teachers are trained
     if resume:
         files, loaded = _resumed_experiment(resume, space=space, name=name, num_samples=num_samples)
         interrupts.experiment = files.uri
@@ -277,7 +280,7 @@ def _run(
         print(
             f"[search] {files.name}: {space.num_samples} trials of {space.budget['epochs']} epochs, {concurrency} at a time "
             f"({kind}), {len(space.params)} parameters, objectives {', '.join(f'{o.direction} {o.metric}' for o in space.objectives)}\n"
-            f"[search] results: {files.uri} (tensorboard --logdir {files.uri}; optuna-dashboard {files.study_url})",
+            f"[search] results: {files.uri} (tensorboard --logdir {shlex.quote(files.uri)}; optuna-dashboard {files.study_url})",
             flush=True,
         )
         if restoring:
@@ -373,7 +376,7 @@ def _final_text(data: ReviewData, files: ExperimentFiles) -> str:
     return (
         f"{render_table(data)}\n"
         f"results: {files.uri}/ (pareto.csv, trials.csv, pareto.json, study.db); "
-        f"tensorboard --logdir {files.uri}"
+        f"tensorboard --logdir {shlex.quote(files.uri)}"
     )
 
 
