@@ -481,6 +481,9 @@ def evaluate_checkpoint(
         )
     dataset = splits.val if split == "val" else splits.test
     _check_input_fits(model, dataset, path, data_cfg.name)
+    setting = {"split": split, "dataset": data_cfg.name, "eps": eps, "precision": precision,
+               "samples": min(max_samples, len(dataset)) if max_samples else len(dataset)}
+    earlier = _earlier_results(out_path, setting, explicit=out is not None)
     results = evaluate_model(
         model,
         dataset,
@@ -502,6 +505,9 @@ def evaluate_checkpoint(
         "torch": torch.__version__,
         "results": [asdict(r) for r in results],
     }
+    if earlier:  # the same evaluation with other attacks: keep them (this run's result wins for a repeated attack)
+        ran = {r["attack"] for r in report["results"]}
+        report["results"] = [r for r in earlier if r.get("attack") not in ran] + report["results"]
     if on_results is not None:
         on_results(results)
     try:
@@ -509,6 +515,31 @@ def evaluate_checkpoint(
     except OSError as err:
         raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _earlier_results(out_path: Path, setting: dict[str, Any], *, explicit: bool) -> list[dict]:
+    """The results of an earlier report at `out_path` to keep beside this run's (merged by attack).
+
+    An earlier report of the same evaluation (split, data set, ε, samples, precision) is merged;
+    one of another evaluation is refused at the default path (its numbers would be lost), and
+    replaced only at a path the user named with --out.
+    """
+    if not out_path.is_file():
+        return []
+    try:
+        earlier = json.loads(out_path.read_text())
+        same = all(earlier.get(k) == v for k, v in setting.items())
+        results = [r for r in earlier["results"] if isinstance(r, dict)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same, results = False, []
+    if same:
+        return results
+    if explicit:
+        return []
+    raise MtardError(
+        f"{out_path} already holds another evaluation of this checkpoint (not {', '.join(f'{k}={v}' for k, v in setting.items())}): "
+        f"give --out another path to keep both, or delete it"
+    )
 
 
 def _check_input_fits(model: nn.Module, dataset: Dataset, path: Path, data_name: str) -> None:

@@ -195,6 +195,17 @@ def download_missing(uri: str, local_root: Path, names: Iterable[str], dirs: Ite
             pass
 
 
+def remove_empty_folders(root: Path) -> None:
+    """Remove `root` and the folders under it that hold no file (what a failed start created); files stay."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [root]:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty
+
+
 def check_writable(folder: Path, what: str, fix: str) -> None:
     """Create `folder` (and its parents) and prove a file can be written there; else one clear line."""
     try:
