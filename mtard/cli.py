@@ -79,21 +79,22 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _teachers_list(args: argparse.Namespace) -> None:
-    from mtard.teachers import checkpoint_path, load_catalog, sidecar
+    from mtard.teachers import checkpoint_path, load_catalog, sidecar, teacher_state
     from mtard.text import text_table
 
     if args.zoo:
         _zoo_list(args.dataset, args.threat)
         return
-    rows = []
+    rows, problems = [], []
     for name, entry in sorted(load_catalog(args.catalog).items()):
         side = sidecar(entry)
-        present = checkpoint_path(entry).is_file()
         acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if "val_pgd_acc" in side else "-"
-        state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
+        state, why = teacher_state(entry)
+        if why:
+            problems.append(f"{name}: {why}")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
     header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
-    print("\n".join(text_table(header, rows)))
+    print("\n".join(text_table(header, rows) + problems))
 
 
 def _zoo_list(dataset: str, threat: str) -> None:

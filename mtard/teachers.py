@@ -322,6 +322,23 @@ def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustb
     return build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
 
 
+def teacher_state(entry: TeacherEntry) -> tuple[str, str]:
+    """(state, why) for `mtard teachers list`: "ready" only when the file loads into the entry's
+    architecture (and matches its recorded sha256); else "unloadable" with the reason, "auto-train" or "missing"."""
+    from mtard.data import dataset_info
+
+    path = checkpoint_path(entry)
+    if not path.is_file():
+        return ("auto-train" if entry.auto_train else "missing"), ""
+    try:
+        info = dataset_info(entry.dataset)
+        verified_file(entry)
+        build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    except MtardError as err:
+        return "unloadable", str(err)
+    return "ready", ""
+
+
 def fetch_zoo_file(entry: TeacherEntry) -> None:
     """A RobustBench teacher missing here is downloaded (once per node, under a lock); others are left alone."""
     from mtard import robustbench_zoo
