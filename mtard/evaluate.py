@@ -325,6 +325,11 @@ def _run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ctx: _
     return correct
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise MtardError(f"unknown precision {precision!r}: use 'fp32' (default) or 'bf16'")
+
+
 def check_eps(eps: float) -> None:
     if not (math.isfinite(eps) and 0 <= eps <= 1):
         raise MtardError(f"eps must be in [0, 1], got {eps}: {EPS_FIX}")
@@ -365,8 +370,7 @@ def evaluate_model(
         raise MtardError(f"batch size must be >= 1, got {batch_size}")
     if max_samples < 0:
         raise MtardError(f"max_samples must be >= 0 (0 = the whole split), got {max_samples}")
-    if precision not in PRECISIONS:
-        raise MtardError(f"unknown precision {precision!r}: use 'fp32' (default) or 'bf16'")
+    check_precision(precision)
     dev = resolve_device(device)
     x, y = _collect(dataset, max_samples, batch_size)
     ctx = _Context(eps=eps, batch_size=batch_size, seed=seed, device=dev)
@@ -465,6 +469,7 @@ def evaluate_checkpoint(
     names = check_attacks(list(attacks) if attacks is not None else DEFAULT_ATTACKS)
     if eps is not None:
         check_eps(eps)
+    check_precision(precision)
     path = Path(path)
     out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
     _check_report_location(out_path)
