@@ -23,10 +23,17 @@ def _train(args: argparse.Namespace) -> None:
     flags = {"name": args.name, "out_dir": args.out_dir, "scaling.workers": args.workers, "scaling.gpus_per_worker": args.gpus_per_worker}
     cfg = load_config(args.config, args.set, {k: v for k, v in flags.items() if v is not None})
     if args.workers is None and args.address is None:
+        from mtard.storage import first_missing, remove_empty_folders
         from mtard.train import train_local
 
+        created = first_missing(cfg.run_dir)
         check_run_dir(cfg.run_dir, cfg, resume=args.resume)
-        metrics = train_local(cfg, resume=args.resume)
+        try:
+            metrics = train_local(cfg, resume=args.resume)
+        except MtardError:
+            if created is not None:  # a failed start (e.g. a missing teacher) leaves no empty folders behind
+                remove_empty_folders(created)
+            raise
     else:
         from mtard.distributed import train_distributed
 

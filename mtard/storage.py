@@ -195,6 +195,15 @@ def download_missing(uri: str, local_root: Path, names: Iterable[str], dirs: Ite
             pass
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what creating `path` would create), or None."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
 def remove_empty_folders(root: Path) -> None:
     """Remove `root` and the folders under it that hold no file (what a failed start created); files stay."""
     if not root.is_dir():

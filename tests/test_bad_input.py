@@ -410,3 +410,12 @@ def test_train_resume_after_a_torn_metrics_line(capsys, tmp_path: Path) -> None:
     assert code == 0, err
     assert "repaired" in err and "epoch 1" in err
     assert [row["epoch"] for row in metrics_rows(run_dir)] == [1, 2]
+
+
+def test_a_failed_start_leaves_no_empty_folders(capsys, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"gone: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    code, _, err = run_cli(capsys, "train", "digits", "--out-dir", str(tmp_path / "new" / "runs"), *FAST,
+                           "--set", "method.name=ard", "--set", f"teachers.catalog={catalog}", "--set", "teachers.robust=gone")
+    assert_user_error(code, err, "gone", "not found")
+    assert not (tmp_path / "new").exists()

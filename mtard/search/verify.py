@@ -10,7 +10,7 @@ from mtard.errors import MtardError
 from mtard.search.files import VERIFIED_DIR
 from mtard.search.records import Objective
 from mtard.search.render import csv_text
-from mtard.storage import atomic_write, download, is_uri, json_safe, remove_empty_folders
+from mtard.storage import atomic_write, download, first_missing, is_uri, json_safe, remove_empty_folders
 
 #: Attacks `evaluate_front` runs by default (the papers' test-set table).
 VERIFY_ATTACKS = ["clean", "pgd20_sat", "pgd20_trades", "cw", "autoattack"]
@@ -64,7 +64,7 @@ def evaluate_front(
     if not front:
         raise MtardError(f"{source} has an empty front: no trial completed its budget yet")
     verified_dir = exp_dir / VERIFIED_DIR
-    created = not verified_dir.exists()
+    created = first_missing(verified_dir)
     members = []
     descriptions: dict[str, str] = {}
     for m in front:
@@ -91,8 +91,8 @@ def evaluate_front(
             descriptions.setdefault(r["attack"], r["description"])
         members.append(entry)
     if not any("test" in e for e in members):
-        if created:  # a failed start leaves no empty folders behind
-            remove_empty_folders(verified_dir)
+        if created is not None:  # a failed start leaves no empty folders behind
+            remove_empty_folders(created)
         raise MtardError(f"no front member could be evaluated: {members[0].get('error')}")
 
     out = {
