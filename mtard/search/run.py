@@ -19,9 +19,15 @@ Decisions worth knowing:
   searcher (and its Optuna study in study.db) comes back from Tune's state;
   `TUNE_GLOBAL_CHECKPOINT_S=2` keeps that state fresh. A trial that had finished all its
   epochs when the driver died is reported from its last checkpoint without training (and
-  its identical record is not appended again). Optuna trials left RUNNING by a crash (asked,
-  but never recorded in Tune's state) are marked FAIL at the end. The storage location must
-  be trusted: Tune's state there is a pickle.
+  its identical record is not appended again). At the end the study is made to agree with
+  records.jsonl (`tune_adapter.reconcile_study`): trials still RUNNING there get their recorded
+  outcome, and only those never recorded (asked, but never started) are marked FAIL. A torn
+  last line of records.jsonl is dropped and its trial recorded again from Tune's results; a
+  lost study.db is rebuilt from the records. The storage location must be trusted: Tune's
+  state there is a pickle.
+* One driver per experiment (`mtard.search.lock`), held from the first check to the end.
+* SIGINT / SIGTERM (`SearchInterrupts`): Tune stops the trials and saves its state, and the
+  search ends with `mtard.errors.Interrupted` (exit 130 / 143) saying how to continue.
 * Ray. `address` (or $RAY_ADDRESS, as in a `ray job submit` job) joins that cluster;
   otherwise a new local Ray starts (`address="local"`: never another cluster found on the
   machine) and stops at the end. Trial processes are reused between trials (`reuse_actors`).
