@@ -419,3 +419,16 @@ def test_a_failed_start_leaves_no_empty_folders(capsys, tmp_path: Path) -> None:
                            "--set", "method.name=ard", "--set", f"teachers.catalog={catalog}", "--set", "teachers.robust=gone")
     assert_user_error(code, err, "gone", "not found")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_search_that_cannot_start_leaves_nothing(capsys, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"c: {{dataset: digits, arch: mlp, role: clean, checkpoint: {tmp_path / 'absent.pt'}}}\n"
+                       f"r: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"base: digits_mtard\nset: {{teachers.catalog: {catalog}, teachers.clean: c, teachers.robust: r}}\n"
+                     "space:\n  optim.lr: {loguniform: [0.01, 0.1]}\n")
+    for _ in range(2):  # and the same start again is not refused as "already holds a search"
+        code, _, err = run_cli(capsys, "search", str(space), "--storage", str(tmp_path / "runs"))
+        assert_user_error(code, err, "teacher 'c'", "not found")
+    assert not (tmp_path / "runs").exists()

@@ -54,7 +54,7 @@ from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_con
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
 from mtard.staging import STORE_DIR, stage_search_teachers
-from mtard.storage import absolute, check_folder_name, check_writable
+from mtard.storage import absolute, check_folder_name, check_writable, first_missing, remove_empty_folders
 
 CHECKPOINTS_TO_KEEP = 2  # per trial: resuming needs only the latest; all would cost GBs per CIFAR trial
 
@@ -156,16 +156,38 @@ def _run_search(space, *, storage, name, address, resume, num_samples, final_eva
         files = ExperimentFiles(absolute(storage, "runs"), name)
         if _experiment_exists(files):
             raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+        created = first_missing(files.local)
         _check_storage(files)
     with hold_experiment(files):  # one driver per experiment, for its whole life
         if not resume:
             if _experiment_exists(files):  # another driver got here first and finished meanwhile
                 raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
-            _save_space(loaded, files)
-            files.push()
-        # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
-        stage_search_teachers(loaded, files.storage)
-        return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval, interrupts=interrupts)
+        try:
+            if not resume:
+                _save_space(loaded, files)
+                files.push()
+            # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
+            stage_search_teachers(loaded, files.storage)
+            return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval, interrupts=interrupts)
+        except BaseException:
+            if not resume:
+                _forget_failed_start(files, created)
+            raise
+
+
+def _forget_failed_start(files: ExperimentFiles, created: Path | None) -> None:
+    """A new search that failed (or was interrupted) before Tune saved any state: remove what it wrote,
+    so that starting it again is not refused as "already holds a search", and no empty folder stays."""
+    from ray import tune
+
+    from mtard.search.lock import LOCK
+
+    if files.records.exists() or tune.Tuner.can_restore(files.uri):
+        return  # something ran: --resume continues it
+    for name in (SPACE, BASE_CONFIG, STUDY, LOCK):
+        (files.local / name).unlink(missing_ok=True)
+    if created is not None:
+        remove_empty_folders(created)
 
 
 def _resumed_experiment(resume: str, *, space, name, num_samples) -> tuple[ExperimentFiles, SearchSpace]:
@@ -297,8 +319,6 @@ def _run(
         else:
             tuner = _new_tuner(space, files, trainable, concurrency)
         if interrupts.signum is not None:  # signalled while the search was being set up
-            if not restoring:  # no trial asked yet: a new start must not find a study and refuse
-                (files.local / STUDY).unlink(missing_ok=True)
             raise KeyboardInterrupt
         interrupts.in_tune = True
         interrupts.experiment = files.uri
