@@ -402,11 +402,15 @@ def test_an_unreachable_address_fails_in_seconds(capsys, tmp_path: Path) -> None
 
 
 def test_train_resume_after_a_torn_metrics_line(capsys, tmp_path: Path) -> None:
-    assert train(capsys, tmp_path)[0] == 0
-    run_dir = tmp_path / "r"
+    import shlex
+
+    code, out, _ = train(capsys, tmp_path / "with space")
+    assert code == 0
+    run_dir = tmp_path / "with space" / "r"
+    assert f"tensorboard --logdir {shlex.quote(str(run_dir))}" in out  # a hint that pastes into a shell
     text = (run_dir / "metrics.jsonl").read_text()
     (run_dir / "metrics.jsonl").write_text(text[: len(text) // 2])  # the crash tore epoch 1's line
-    code, _, err = train(capsys, tmp_path, "--resume", "--set", "optim.epochs=2")
+    code, _, err = train(capsys, tmp_path / "with space", "--resume", "--set", "optim.epochs=2")
     assert code == 0, err
     assert "repaired" in err and "epoch 1" in err
     assert [row["epoch"] for row in metrics_rows(run_dir)] == [1, 2]
@@ -432,3 +436,16 @@ def test_a_search_that_cannot_start_leaves_nothing(capsys, tmp_path: Path) -> No
         code, _, err = run_cli(capsys, "search", str(space), "--storage", str(tmp_path / "runs"))
         assert_user_error(code, err, "teacher 'c'", "not found")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_evaluate_front_leaves_no_empty_verified_folder(capsys, tmp_path: Path) -> None:
+    from test_compare import experiment
+
+    from mtard.search.records import TrialRecord
+
+    gone = TrialRecord(trial_id="x", status="complete", metrics={"val_clean_acc": 0.9, "val_pgd_acc": 0.5}, epochs=1, budget=1,
+                       checkpoint=str(tmp_path / "gone" / "checkpoint.pt"))
+    exp = experiment(tmp_path, "exp", [gone])
+    code, _, err = run_cli(capsys, "evaluate-front", str(exp), "--attacks", "clean")
+    assert_user_error(code, err, "no front member could be evaluated")
+    assert not (exp / "verified").exists()
