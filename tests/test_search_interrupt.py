@@ -129,10 +129,11 @@ def test_a_second_signal_quits_at_once() -> None:
     code = (
         "import os, signal, time\n"
         "from mtard.search.run import SearchInterrupts\n"
-        "i = SearchInterrupts(); i.in_tune = True\n"
-        "signal.signal(signal.SIGUSR1, lambda *a: None)  # stands for Tune's graceful stop\n"
-        "i.install(); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2)\n"
-        "assert i.signum == signal.SIGTERM\n"
+        "i = SearchInterrupts(); i.in_tune = True; asked = []\n"
+        "i.install(); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.3)  # Tune still setting up: SIGUSR1 not sent yet\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))  # stands for Tune's graceful stop, installed late\n"
+        "time.sleep(0.5)\n"
+        "assert i.signum == signal.SIGTERM and asked == [1], asked\n"
         "os.kill(os.getpid(), signal.SIGINT); time.sleep(30); print('not reached')\n"
     )
     start = time.monotonic()

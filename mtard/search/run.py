@@ -44,6 +44,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,9 +130,18 @@ class SearchInterrupts:
         if self.in_tune:
             print(f"[search] {signal.Signals(signum).name}: stopping the trials and saving the search's state "
                   f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop (its handler is installed while it runs)
+            threading.Thread(target=self._stop_tune, name="mtard-stop-tune", daemon=True).start()
         else:
             raise KeyboardInterrupt
+
+    def _stop_tune(self) -> None:
+        """Ask Tune to stop through the SIGUSR1 handler it installs when its loop starts; if the signal
+        came while Tune was still setting up, wait for that handler (SIGUSR1's default would kill us)."""
+        while self.in_tune:
+            if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+            time.sleep(0.05)
 
     def interrupted(self) -> Interrupted:
         experiment = self.experiment
@@ -320,6 +330,8 @@ def _run(
             tuner = _new_tuner(space, files, trainable, concurrency)
         if interrupts.signum is not None:  # signalled while the search was being set up
             raise KeyboardInterrupt
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no stale handler of an earlier Tune run in this process
         interrupts.in_tune = True
         interrupts.experiment = files.uri
         # Tune's own stop messages name Tuner.restore; SearchInterrupts says how to continue instead.
