@@ -128,7 +128,7 @@ def test_lease_on_uri_storage(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_a_second_signal_quits_at_once() -> None:
     code = (
         "import os, signal, time\n"
-        "from mtard.search.run import SearchInterrupts\n"
+        "from mtard.search.interrupts import SearchInterrupts\n"
         "i = SearchInterrupts(); i.in_tune = True; asked = []\n"
         "i.install(); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.3)  # Tune still setting up: SIGUSR1 not sent yet\n"
         "signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))  # stands for Tune's graceful stop, installed late\n"

@@ -42,14 +42,12 @@ import logging
 import os
 import shlex
 import signal
-import sys
 import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from mtard.errors import Interrupted, MtardError
+from mtard.errors import MtardError
 from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
+from mtard.search.interrupts import SearchInterrupts
 from mtard.search.lock import hold_experiment
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
@@ -86,67 +84,6 @@ def run_search(
                                final_eval=final_eval, interrupts=interrupts)
         except KeyboardInterrupt:  # before or after Tune's loop: nothing running to stop
             raise interrupts.interrupted() from None
-
-
-class SearchInterrupts:
-    """SIGINT (Ctrl-C) and SIGTERM (a preempted node, `ray job stop`) end a search as an interruption.
-
-    Inside Tune's loop the first signal asks Tune to stop the trials and save its state (Tune's own
-    stop, through SIGUSR1: every finished result is kept, running trials resume with --resume);
-    outside it, it raises KeyboardInterrupt. Either way the search then ends with `Interrupted`
-    (exit 128 + signal). A second signal quits at once. Tune's SIGINT handler is disabled
-    (TUNE_DISABLE_SIGINT_HANDLER) so that both signals take this one path.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.in_tune = False
-        self.experiment: str | None = None  # set once the experiment exists with a state to resume
-
-    @contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals reach the main thread only
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        self.install()
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def install(self) -> None:
-        """(Again after ray.init, which sets its own SIGTERM handler.)"""
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(s, self._handle)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signum is not None:
-            print(f"[search] {signal.Signals(signum).name} again: quitting at once", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
-        self.signum = signum
-        if self.in_tune:
-            print(f"[search] {signal.Signals(signum).name}: stopping the trials and saving the search's state "
-                  f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
-            threading.Thread(target=self._stop_tune, name="mtard-stop-tune", daemon=True).start()
-        else:
-            raise KeyboardInterrupt
-
-    def _stop_tune(self) -> None:
-        """Ask Tune to stop through the SIGUSR1 handler it installs when its loop starts; if the signal
-        came while Tune was still setting up, wait for that handler (SIGUSR1's default would kill us)."""
-        while self.in_tune:
-            if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
-            time.sleep(0.05)
-
-    def interrupted(self) -> Interrupted:
-        experiment = self.experiment
-        how = f"continue with mtard search --resume {shlex.quote(experiment)}" if experiment else "nothing had started: start the search again"
-        return Interrupted(self.signum or signal.SIGINT, f"interrupted: {how}")
 
 
 def _run_search(space, *, storage, name, address, resume, num_samples, final_eval, interrupts: SearchInterrupts) -> ReviewData:
