@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from mtard.errors import MtardError
+from mtard.errors import Interrupted, MtardError
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -22,10 +23,17 @@ def _train(args: argparse.Namespace) -> None:
     flags = {"name": args.name, "out_dir": args.out_dir, "scaling.workers": args.workers, "scaling.gpus_per_worker": args.gpus_per_worker}
     cfg = load_config(args.config, args.set, {k: v for k, v in flags.items() if v is not None})
     if args.workers is None and args.address is None:
+        from mtard.storage import first_missing, remove_empty_folders
         from mtard.train import train_local
 
+        created = first_missing(cfg.run_dir)
         check_run_dir(cfg.run_dir, cfg, resume=args.resume)
-        metrics = train_local(cfg, resume=args.resume)
+        try:
+            metrics = train_local(cfg, resume=args.resume)
+        except MtardError:
+            if created is not None:  # a failed start (e.g. a missing teacher) leaves no empty folders behind
+                remove_empty_folders(created)
+            raise
     else:
         from mtard.distributed import train_distributed
 
@@ -39,7 +47,7 @@ def _print_final(cfg, metrics: dict) -> None:
         f"{cfg.name}: epoch {metrics['epoch']}  val clean {metrics['val_clean_acc']:.4f}  "
         f"val PGD-{e.pgd_steps} (eps={e.eps:.4g}, step={e.pgd_step_size:.4g}) {metrics['val_pgd_acc']:.4f}\n"
         f"results in {cfg.run_dir}/ (config.yaml, metrics.jsonl, checkpoint.pt); "
-        f"tensorboard --logdir {cfg.run_dir}"
+        f"tensorboard --logdir {shlex.quote(str(cfg.run_dir))}"
     )
 
 
@@ -78,21 +86,22 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _teachers_list(args: argparse.Namespace) -> None:
-    from mtard.teachers import checkpoint_path, load_catalog, sidecar
+    from mtard.teachers import checkpoint_path, load_catalog, sidecar, teacher_state
     from mtard.text import text_table
 
     if args.zoo:
         _zoo_list(args.dataset, args.threat)
         return
-    rows = []
+    rows, problems = [], []
     for name, entry in sorted(load_catalog(args.catalog).items()):
         side = sidecar(entry)
-        present = checkpoint_path(entry).is_file()
         acc = f"{side['val_clean_acc']:.3f}/{side['val_pgd_acc']:.3f}" if "val_pgd_acc" in side else "-"
-        state = "ready" if present else ("auto-train" if entry.auto_train else "missing")
+        state, why = teacher_state(entry)
+        if why:
+            problems.append(f"{name}: {why}")
         rows.append((name, entry.dataset, entry.role, entry.arch, state, acc, str(checkpoint_path(entry))))
     header = ("name", "dataset", "role", "arch", "state", "val clean/PGD", "checkpoint")
-    print("\n".join(text_table(header, rows)))
+    print("\n".join(text_table(header, rows) + problems))
 
 
 def _zoo_list(dataset: str, threat: str) -> None:
@@ -152,7 +161,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     data = compare(args.experiments, Path(args.out))
     print(render_front_table(data))
-    print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {args.out}")
+    print(f"results: {args.out}/ (pareto.csv, trials.csv, pareto.json); tensorboard --logdir {shlex.quote(str(args.out))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mtard: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"mtard: {err}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("mtard: interrupted; resume with --resume", file=sys.stderr)
         return 130

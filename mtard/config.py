@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from mtard.errors import MtardError
+from mtard.storage import check_folder_name
 
 DatasetName = Literal["digits", "cifar10", "cifar100"]
 MethodName = Literal["natural", "sat", "trades", "ard", "rslad", "mtard"]
@@ -223,6 +224,9 @@ def _fraction(text: str) -> float | None:
         return None
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert `value` to type `tp` or raise MtardError naming `where`."""
     origin = typing.get_origin(tp)
@@ -276,6 +280,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             raise MtardError(f"{where}: expected a number (e.g. 0.1 or 8/255), got {value!r}")
         if not math.isfinite(out):
             raise MtardError(f"{where}: must be finite, got {value!r}")
+        if abs(out) > FLOAT32_MAX:  # torch would fail deep inside (e.g. SGD's update) instead of saying why
+            raise MtardError(f"{where}: {value!r} is beyond the float32 range that training computes in (±3.4e38): give a realistic value")
         return out
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -293,6 +299,10 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise MtardError(
             f"unknown field {prefix}{unknown[0]} in {where}; valid fields: {', '.join(sorted(types_))}"
         )
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise MtardError(f"{where}: missing field {missing[0]} (required: {', '.join(required)})")
     kwargs = {}
     for name, value in data.items():
         path = name if where == "config" else f"{where}.{name}"
@@ -342,7 +352,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise MtardError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optim.lr=0.05")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = parse_yaml(raw) if raw != "" else ""
+    except yaml.constructor.ConstructorError as err:
+        raise MtardError(f"--set {text!r}: {err.problem}") from err
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -363,9 +375,33 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise MtardError(f"config {str(name_or_path)!r} not found: give a YAML file path or a bundled config ({names})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently:
+    a config with `lr` twice would train with whichever came last, without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): keep one", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """The one YAML parser of mtard (files, --set values): safe, and a key given twice is an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> dict:
+    """A YAML file holding a mapping; every problem (syntax, a duplicate key, emptiness, encoding) is one MtardError."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
+    except yaml.constructor.ConstructorError as err:
+        raise MtardError(f"{path}: {err.problem}") from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -375,7 +411,7 @@ def read_yaml(path: Path) -> dict:
     except OSError as err:
         raise MtardError(f"cannot read {path}: {err.strerror}") from err
     if data is None:
-        return {}
+        raise MtardError(f"{path} is empty: give it at least one setting (e.g. `base: digits`), or name a bundled config instead")
     if not isinstance(data, dict):
         raise MtardError(f"{path}: expected a mapping of config sections at the top level")
     return data
@@ -432,6 +468,11 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
 # ---------------------------------------------------------------- validation
 
 
+# Inputs are images in [0, 1]: an L∞ radius above 1 allows any image at all (0 % robust accuracy, no
+# information), and is nearly always a radius in pixel levels meant as levels/255.
+EPS_FIX = "images are in [0, 1], so write ε as a fraction, e.g. 8/255 (not 8)"
+
+
 def _check(ok: bool, field_path: str, message: str) -> None:
     if not ok:
         raise MtardError(f"{field_path}: {message}")
@@ -459,8 +500,7 @@ def validate_config(cfg: TrainConfig) -> None:
     Every field with a limited range is checked here, before any work starts: a value
     that fails later (at the first validation, after an epoch) would lose that epoch.
     """
-    _check(cfg.name not in ("", ".", "..") and "/" not in cfg.name and "\\" not in cfg.name,
-           "name", f"{cfg.name!r} is not a run name: use a plain folder name such as digits_mtard (no '/', not empty)")
+    check_folder_name(cfg.name, "name")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", "must be in (0, 1), e.g. 0.1")
     _check(cfg.data.batch_size >= 1, "data.batch_size", "must be >= 1")
     _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -472,7 +512,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(all(m >= 1 for m in cfg.optim.milestones), "optim.milestones", "epochs count from 1: every milestone must be >= 1")
     _check(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")
     _check(0 < cfg.optim.gamma <= 1, "optim.gamma", "must be in (0, 1]")
-    _check(cfg.attack.eps >= 0, "attack.eps", "must be >= 0")
+    _check(0 <= cfg.attack.eps <= 1, "attack.eps", f"must be in [0, 1], got {cfg.attack.eps}: {EPS_FIX}")
     _check(cfg.attack.step_size > 0, "attack.step_size", "must be > 0")
     _check(cfg.attack.steps >= 1, "attack.steps", "must be >= 1")
     b = cfg.balance
@@ -491,7 +531,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(0 <= cfg.method.rslad_adv_weight <= 1, "method.rslad_adv_weight", "must be in [0, 1]")
     for role in NEEDS_TEACHERS[cfg.method.name]:
         _check(bool(getattr(cfg.teachers, role)), f"teachers.{role}", f"method {cfg.method.name} needs a {role} teacher; see `mtard teachers list`")
-    _check(cfg.eval.eps >= 0, "eval.eps", "must be >= 0")
+    _check(0 <= cfg.eval.eps <= 1, "eval.eps", f"must be in [0, 1], got {cfg.eval.eps}: {EPS_FIX}")
     _check(cfg.eval.pgd_steps >= 0, "eval.pgd_steps", "must be >= 0")
     _check(cfg.eval.pgd_step_size > 0, "eval.pgd_step_size", "must be > 0, e.g. 2/255")
     _check(cfg.eval.max_samples >= 0, "eval.max_samples", "must be >= 0 (0 = whole split)")

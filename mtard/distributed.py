@@ -229,6 +229,28 @@ def use_fast_polling() -> None:
         os.environ.setdefault(key, value)
 
 
+def check_cluster_address(address: str | None, *, timeout_s: float = 5.0) -> None:
+    """Fail within seconds, naming the address and the fix, when nothing listens at a Ray address
+    (`ray.init` would retry for minutes and ignore Ctrl-C). "auto", "local" and None pass: Ray
+    itself finds or starts those."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise MtardError(f"--address {address!r}: expected host:port (the head's GCS, e.g. 10.0.0.1:6379), ray://host:10001, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise MtardError(
+            f"cannot reach a Ray cluster at {address} ({err.strerror or err}): check the address and that the cluster "
+            f"is up (`ray status` on the head; start one with `ray start --head`), or leave --address out to run on a local Ray"
+        ) from err
+
+
 def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: str | None = None, resume: bool = False) -> dict:
     """`mtard train --workers N`: one Ray Train run; results under <storage>/<name>."""
     import ray
@@ -237,6 +259,8 @@ def train_distributed(cfg: TrainConfig, *, address: str | None = None, storage: 
     from mtard.logs import read_metrics
     from mtard.runs import check_run_dir
 
+    if not ray.is_initialized():
+        check_cluster_address(address or os.environ.get("RAY_ADDRESS"))  # in seconds, before any work
     storage = absolute(storage, cfg.out_dir)
     local = not is_uri(storage)
     run_dir = Path(storage) / cfg.name if local else None

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mtard import attacks as _attacks
-from mtard.config import DataConfig, coerce, from_dict
+from mtard.config import EPS_FIX, DataConfig, coerce, from_dict
 from mtard.errors import MtardError
 from mtard.loop import resolve_device
 from mtard.text import format_eps, text_table
@@ -325,6 +325,16 @@ def _run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ctx: _
     return correct
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise MtardError(f"unknown precision {precision!r}: use 'fp32' (default) or 'bf16'")
+
+
+def check_eps(eps: float) -> None:
+    if not (math.isfinite(eps) and 0 <= eps <= 1):
+        raise MtardError(f"eps must be in [0, 1], got {eps}: {EPS_FIX}")
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -355,14 +365,12 @@ def evaluate_model(
         One `AttackResult` per attack; all share the same samples.
     """
     names = check_attacks(list(attacks))
-    if not (math.isfinite(eps) and eps >= 0):
-        raise MtardError(f"eps must be a finite number >= 0 (e.g. 8/255), got {eps}")
+    check_eps(eps)
     if batch_size < 1:
         raise MtardError(f"batch size must be >= 1, got {batch_size}")
     if max_samples < 0:
         raise MtardError(f"max_samples must be >= 0 (0 = the whole split), got {max_samples}")
-    if precision not in PRECISIONS:
-        raise MtardError(f"unknown precision {precision!r}: use 'fp32' (default) or 'bf16'")
+    check_precision(precision)
     dev = resolve_device(device)
     x, y = _collect(dataset, max_samples, batch_size)
     ctx = _Context(eps=eps, batch_size=batch_size, seed=seed, device=dev)
@@ -459,6 +467,9 @@ def evaluate_checkpoint(
     if split not in SPLITS:
         raise MtardError(f"unknown split {split!r}: use 'val' (model selection) or 'test' (final report)")
     names = check_attacks(list(attacks) if attacks is not None else DEFAULT_ATTACKS)
+    if eps is not None:
+        check_eps(eps)
+    check_precision(precision)
     path = Path(path)
     out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
     _check_report_location(out_path)
@@ -474,6 +485,10 @@ def evaluate_checkpoint(
             f"{splits.info.num_classes}: evaluate it on the data set it was trained for"
         )
     dataset = splits.val if split == "val" else splits.test
+    _check_input_fits(model, dataset, path, data_cfg.name)
+    setting = {"split": split, "dataset": data_cfg.name, "eps": eps, "precision": precision,
+               "samples": min(max_samples, len(dataset)) if max_samples else len(dataset)}
+    earlier = _earlier_results(out_path, setting, explicit=out is not None)
     results = evaluate_model(
         model,
         dataset,
@@ -495,6 +510,9 @@ def evaluate_checkpoint(
         "torch": torch.__version__,
         "results": [asdict(r) for r in results],
     }
+    if earlier:  # the same evaluation with other attacks: keep them (this run's result wins for a repeated attack)
+        ran = {r["attack"] for r in report["results"]}
+        report["results"] = [r for r in earlier if r.get("attack") not in ran] + report["results"]
     if on_results is not None:
         on_results(results)
     try:
@@ -502,6 +520,46 @@ def evaluate_checkpoint(
     except OSError as err:
         raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _earlier_results(out_path: Path, setting: dict[str, Any], *, explicit: bool) -> list[dict]:
+    """The results of an earlier report at `out_path` to keep beside this run's (merged by attack).
+
+    An earlier report of the same evaluation (split, data set, ε, samples, precision) is merged;
+    one of another evaluation is refused at the default path (its numbers would be lost), and
+    replaced only at a path the user named with --out.
+    """
+    if not out_path.is_file():
+        return []
+    try:
+        earlier = json.loads(out_path.read_text())
+        same = all(earlier.get(k) == v for k, v in setting.items())
+        results = [r for r in earlier["results"] if isinstance(r, dict)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same, results = False, []
+    if same:
+        return results
+    if explicit:
+        return []
+    raise MtardError(
+        f"{out_path} already holds another evaluation of this checkpoint (not {', '.join(f'{k}={v}' for k, v in setting.items())}): "
+        f"give --out another path to keep both, or delete it"
+    )
+
+
+def _check_input_fits(model: nn.Module, dataset: Dataset, path: Path, data_name: str) -> None:
+    """One image through the model before any attack: a recorded spec that does not fit the data set
+    (e.g. its image_size) fails here with one line instead of inside an attack."""
+    x = dataset[0][0].unsqueeze(0)
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except RuntimeError as err:
+        raise MtardError(
+            f"{path}: its model cannot take {data_name} images of shape {tuple(x.shape[1:])} "
+            f"({str(err).splitlines()[0]}): its recorded spec (in_channels, image_size) does not fit this data set; "
+            f"evaluate it on the data set it was trained for"
+        ) from err
 
 
 def _check_report_location(out_path: Path) -> None:

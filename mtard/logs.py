@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from mtard.storage import append_line, atomic_write
+
 
 def _group(key: str) -> str:
     """TensorBoard tag: validation metrics under val/, loss parts and schedule under train/."""
@@ -27,8 +29,7 @@ class MetricsLog:
 
     def write(self, metrics: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_line(self.jsonl, json.dumps(metrics))
         new = not self.csv.exists()
         # The first row fixes the columns; a later odd row (e.g. a divergence notice) keeps them.
         fields = list(metrics) if new else self.csv.open().readline().strip().split(",")
@@ -48,6 +49,30 @@ class MetricsLog:
         self._writer.flush()
 
 
+    def repair(self, checkpointed: dict) -> str | None:
+        """On --resume: drop lines of metrics.jsonl torn by a crash, and write the checkpoint's epoch
+        again if its line was among them (the checkpoint is saved before its line). Says what it did."""
+        if not self.jsonl.is_file():
+            return None
+        lines = self.jsonl.read_text().splitlines()
+        good = [line for line in lines if _parses(line)]
+        if len(good) == len([line for line in lines if line.strip()]):
+            return None
+        atomic_write(self.jsonl, "".join(line + "\n" for line in good))
+        epoch = checkpointed.get("epoch")
+        if epoch is not None and not any(json.loads(line).get("epoch") == epoch for line in good):
+            self.write(checkpointed)
+            return f"{self.jsonl}: a line torn by a crash was replaced with epoch {epoch}'s metrics from the checkpoint"
+        return f"{self.jsonl}: removed a line torn by a crash"
+
+
+def _parses(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines() if _parses(line)] if path.exists() else []

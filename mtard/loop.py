@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -229,7 +230,11 @@ class LocalContext(Context):
             return None
         if not self.checkpoint.is_file():
             raise MtardError(f"--resume: no checkpoint at {self.checkpoint}; start without --resume")
-        return ckpt.read(self.checkpoint, self.device)
+        state = ckpt.read(self.checkpoint, self.device)
+        repaired = self.log.repair(dict(state.get("metrics") or {}))
+        if repaired:
+            print(f"[train] repaired {repaired}", file=sys.stderr, flush=True)
+        return state
 
     def report(self, metrics, payload):
         if payload is not None:

@@ -67,6 +67,20 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], Any], *,
         raise
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log file (JSONL), flushed and fsync'ed; after a last line torn by a
+    crash, on a fresh line, so the new line is never glued onto the half one."""
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def json_safe(value: Any) -> Any:
     """Strict-JSON-safe copy: NaN/±inf -> None, recursively; keys as strings."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -145,6 +159,18 @@ def put_file(local: Path, uri: str) -> None:
             out.write(block)
 
 
+def delete(location: str) -> None:
+    """Remove a file at a local path or a URI; a missing one is fine."""
+    if not is_uri(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = _filesystem(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def download(uri: str, target: Path) -> Path:
     """Copy one file from a URI to a local path (atomically); MtardError naming the URI if it fails."""
     try:
@@ -203,6 +229,26 @@ def download_missing(uri: str, local_root: Path, names: Iterable[str], dirs: Ite
             pass
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what creating `path` would create), or None."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def remove_empty_folders(root: Path) -> None:
+    """Remove `root` and the folders under it that hold no file (what a failed start created); files stay."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [root]:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty
+
+
 def check_writable(folder: Path, what: str, fix: str) -> None:
     """Create `folder` (and its parents) and prove a file can be written there; else one clear line."""
     try:
@@ -213,3 +259,29 @@ def check_writable(folder: Path, what: str, fix: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise MtardError(f"{what} {folder} is not writable ({reason.lower()}): {fix}") from err
+
+
+def check_folder_name(name: str, field_name: str, *, reserved: Iterable[str] = (), example: str = "digits_mtard") -> str:
+    """The one rule for a name that becomes a folder (a run, an experiment): one plain path part.
+
+    Not empty, not `.`/`..`, no `/` or `\\` (it would write outside its parent folder), no control
+    characters (a newline breaks every log and listing), and none of `reserved` (folders the
+    command itself uses in the same parent, e.g. `teachers` in a search storage).
+    """
+    text = str(name)
+    plain = text not in ("", ".", "..") and not any(c in text for c in "/\\") and text.isprintable()
+    if not plain:
+        raise MtardError(
+            f"{field_name}: {text!r} is not a folder name: use one plain name such as {example} "
+            f"(no '/', '\\', '..', newlines or other control characters; not empty)"
+        )
+    if text in set(reserved):
+        raise MtardError(f"{field_name}: {text!r} is reserved for mtard's own folder there: choose another name")
+    return text
+
+
+def check_inside(relative: str, field_name: str, parent: str) -> None:
+    """A relative path from a file (a catalog's `checkpoint:`) must stay inside `parent`: no `..` part."""
+    parts = Path(relative).parts
+    if ".." in parts or not str(relative).isprintable():
+        raise MtardError(f"{field_name}: {relative!r} leaves {parent}: write a path inside it (no '..'), or an absolute path")

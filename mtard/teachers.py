@@ -38,7 +38,7 @@ from mtard import checkpoint as ckpt
 from mtard import robustbench_zoo
 from mtard.config import from_dict, read_yaml
 from mtard.errors import MtardError
-from mtard.storage import atomic_write, is_uri, read_into
+from mtard.storage import atomic_write, check_folder_name, check_inside, is_uri, read_into
 
 DEFAULT_CATALOG = Path(__file__).parent / "teachers.yaml"
 STAGED_DIR = "staged"  # <teacher dir>/staged/<sha256>.pt: copies fetched from the staging store
@@ -84,7 +84,9 @@ def load_catalog(path: str | Path = "") -> dict[str, TeacherEntry]:
         if not isinstance(data, dict):
             raise MtardError(f"{path}: teacher {name!r} must be a mapping of fields")
         entry = from_dict(TeacherEntry, data, where=f"{path.name}:{name}")
-        entry.name = str(name)
+        entry.name = check_folder_name(str(name), f"{path.name}: teacher name", example="digits_mlp_clean")  # names its training run's folder
+        if not Path(os.path.expanduser(entry.checkpoint)).is_absolute():
+            check_inside(entry.checkpoint, f"{path.name}:{name}.checkpoint", "the teacher directory ($MTARD_TEACHERS)")
         catalog[entry.name] = entry
     return catalog
 
@@ -306,6 +308,23 @@ def load_teacher(name: str, dataset: str, catalog: str | None = None, *, robustb
     fetch_zoo_file(entry)
     path, _ = verified_file(entry)
     return build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+
+
+def teacher_state(entry: TeacherEntry) -> tuple[str, str]:
+    """(state, why) for `mtard teachers list`: "ready" only when the file loads into the entry's
+    architecture (and matches its recorded sha256); else "unloadable" with the reason, "auto-train" or "missing"."""
+    from mtard.data import dataset_info
+
+    path = checkpoint_path(entry)
+    if not path.is_file():
+        return ("auto-train" if entry.auto_train else "missing"), ""
+    try:
+        info = dataset_info(entry.dataset)
+        verified_file(entry)
+        build_teacher(entry, path, num_classes=info.num_classes, in_channels=info.channels, image_size=info.image_size)
+    except MtardError as err:
+        return "unloadable", str(err)
+    return "ready", ""
 
 
 def fetch_zoo_file(entry: TeacherEntry) -> None:

@@ -265,3 +265,187 @@ def test_fetch_copies_nothing_from_outside_the_experiment(tmp_path: Path) -> Non
     assert proc.stderr.count("unsafe checkpoint path") == 2, proc.stderr
     copied = [p for p in tmp_path.rglob("payload")]
     assert copied == [secret / "payload"], f"payload copied to {copied}"
+
+
+# ---------------------------------------------------------------- issue 20: names, almost-right input, no tracebacks
+
+
+@pytest.mark.parametrize("name, words", [
+    ("../x", ("--name", "'../x'", "folder name")),
+    ("/abs/path", ("--name", "'/abs/path'")),
+    ("a\nb", ("--name", "'a\\nb'", "newlines")),
+    ("teachers", ("--name", "'teachers'", "reserved")),
+])
+def test_search_name_stays_inside_its_storage(capsys, tmp_path: Path, name: str, words: tuple[str, ...]) -> None:
+    code, _, err = run_cli(capsys, "search", "--storage", str(tmp_path / "runs"), "--name", name)
+    assert_user_error(code, err, *words)
+    assert not any(tmp_path.iterdir()), "a refused name must not create anything"
+
+
+def test_one_yaml_rule_for_every_file(capsys, tmp_path: Path) -> None:
+    """A key given twice is refused in a config, a search space, a catalog and a --set value; an empty config too."""
+    config = tmp_path / "twice.yaml"
+    config.write_text("base: digits\noptim:\n  lr: 0.1\n  lr: 5.0\n")
+    code, _, err = run_cli(capsys, "train", str(config), "--out-dir", str(tmp_path / "runs"))
+    assert_user_error(code, err, "twice.yaml", "'lr' is given twice", "lines 3 and 4")
+    space = tmp_path / "space.yaml"
+    space.write_text("base: digits\nspace:\n  optim.lr: {loguniform: [0.01, 0.1]}\n  optim.lr: {loguniform: [0.1, 1]}\n")
+    code, _, err = run_cli(capsys, "search", str(space), "--storage", str(tmp_path / "runs"))
+    assert_user_error(code, err, "space.yaml", "'optim.lr' is given twice")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("t: {dataset: digits, arch: mlp, role: clean, checkpoint: a.pt}\nt: {dataset: digits, arch: cnn, role: clean, checkpoint: b.pt}\n")
+    code, _, err = run_cli(capsys, "teachers", "list", "--catalog", str(catalog))
+    assert_user_error(code, err, "catalog.yaml", "'t' is given twice")
+    code, _, err = run_cli(capsys, "train", "digits", "--set", "optim={lr: 1, lr: 2}", "--out-dir", str(tmp_path / "runs"))
+    assert_user_error(code, err, "--set", "'lr' is given twice")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    code, _, err = run_cli(capsys, "train", str(empty), "--out-dir", str(tmp_path / "runs"))
+    assert_user_error(code, err, "empty.yaml", "is empty")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_catalog_entries_stay_inside_the_teacher_cache_and_name_their_fields(capsys, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("out: {dataset: digits, arch: mlp, role: clean, checkpoint: ../outside/x.pt, recipe: {config: digits}}\n")
+    code, _, err = run_cli(capsys, "teachers", "train", "out", "--catalog", str(catalog))
+    assert_user_error(code, err, "out.checkpoint", "'../outside/x.pt'", "no '..'")
+    catalog.write_text("noarch: {dataset: digits, role: clean, checkpoint: x.pt}\n")
+    code, _, err = run_cli(capsys, "teachers", "list", "--catalog", str(catalog))
+    assert_user_error(code, err, "noarch", "missing field arch")
+    assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "eval.eps=10"], ("eval.eps", "[0, 1]", "8/255")),
+    (["--set", "attack.eps=8"], ("attack.eps", "[0, 1]", "8/255")),
+    (["--set", "optim.lr=1.0e308"], ("optim.lr", "float32")),
+])
+def test_numbers_a_run_cannot_use(capsys, tmp_path: Path, args: list[str], words: tuple[str, ...]) -> None:
+    code, _, err = run_cli(capsys, "train", "digits", "--out-dir", str(tmp_path), *FAST, *args)
+    assert_user_error(code, err, *words)
+    assert not any(tmp_path.iterdir())
+
+
+def test_eta_below_two_says_so_once(tmp_path: Path) -> None:
+    from mtard.search.space import load_space
+
+    for eta in (0, 1):
+        path = tmp_path / f"eta{eta}.yaml"
+        path.write_text(f"base: digits\nbudget: {{epochs: 4}}\nscheduler: {{name: moasha, eta: {eta}}}\nspace:\n  optim.lr: {{loguniform: [0.01, 0.1]}}\n")
+        with pytest.raises(MtardError, match=rf"scheduler.eta: must be >= 2 .*got {eta}"):
+            load_space(path)
+
+
+def test_evaluate_eps_above_one_and_a_spec_that_does_not_fit(capsys, tmp_path: Path, digits_checkpoint: Path) -> None:
+    code, out, err = run_cli(capsys, "evaluate", str(digits_checkpoint), "--attacks", "clean", "--eps", "8")
+    assert_user_error(code, err, "eps", "[0, 1]", "8/255")
+    wrong = tmp_path / "wrong.pt"  # weights of a 16x16 MLP, recorded as such, evaluated on 8x8 digits
+    spec = ckpt.model_spec("mlp", num_classes=10, in_channels=1, image_size=16, dataset="digits")
+    ckpt.save(wrong, {"model": spec, "state_dict": build_model("mlp", num_classes=10, in_channels=1, image_size=16).state_dict()})
+    code, out, err = run_cli(capsys, "evaluate", str(wrong), "--attacks", "clean")
+    assert_user_error(code, err, str(wrong), "cannot take digits images", "image_size")
+    assert out == ""
+
+
+def test_a_second_evaluate_keeps_the_first_results(capsys, digits_checkpoint: Path) -> None:
+    base = ["evaluate", str(digits_checkpoint), "--max-samples", "16"]
+    assert run_cli(capsys, *base, "--attacks", "fgsm")[0] == 0
+    report = digits_checkpoint.with_name("checkpoint.eval-test.json")
+    fgsm = json.loads(report.read_text())["results"]
+    assert run_cli(capsys, *base, "--attacks", "clean")[0] == 0
+    merged = json.loads(report.read_text())["results"]
+    assert [r["attack"] for r in merged] == ["fgsm", "clean"] and merged[0] == fgsm[0]
+    # Another evaluation (other samples) at the same default path is refused before any attack.
+    code, out, err = run_cli(capsys, "evaluate", str(digits_checkpoint), "--max-samples", "8", "--attacks", "clean")
+    assert_user_error(code, err, str(report), "another evaluation", "--out")
+    assert out == "" and json.loads(report.read_text())["results"] == merged
+
+
+def test_teachers_list_calls_ready_only_what_loads(capsys, tmp_path: Path) -> None:
+    weights = tmp_path / "mlp.pt"
+    ckpt.save(weights, {"state_dict": build_model("mlp", num_classes=10, in_channels=1, image_size=8).state_dict()})
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"as_cnn: {{dataset: digits, arch: small_cnn, role: clean, checkpoint: {weights}}}\n"
+                       f"as_mlp: {{dataset: digits, arch: mlp, role: clean, checkpoint: {weights}}}\n")
+    code, out, _ = run_cli(capsys, "teachers", "list", "--catalog", str(catalog))
+    assert code == 0
+    rows = {line.split()[0]: line.split()[4] for line in out.splitlines()[2:4]}
+    assert rows == {"as_cnn": "unloadable", "as_mlp": "ready"}
+    assert "as_cnn: " in out and "does not match architecture 'small_cnn'" in out
+
+
+def test_compare_refuses_one_dir_twice_and_an_out_that_is_a_file(capsys, tmp_path: Path) -> None:
+    from test_compare import experiment, trial
+
+    a = experiment(tmp_path, "a", [trial("x", 0.9, 0.5, "mtard")])
+    b = experiment(tmp_path, "b", [trial("y", 0.8, 0.6, "sat")])
+    code, _, err = run_cli(capsys, "compare", f"A={a}", f"B={a}")
+    assert_user_error(code, err, str(a), "given twice", "count twice")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    code, _, err = run_cli(capsys, "compare", str(a), str(b), "--out", str(blocker))
+    assert_user_error(code, err, str(blocker), "is a file", "--out")
+    code, _, err = run_cli(capsys, "compare", str(a), str(b), "--out", str(blocker / "sub"))
+    assert_user_error(code, err, str(blocker / "sub"), "not writable", "--out")
+    assert blocker.read_text() == "keep me"
+
+
+def test_an_unreachable_address_fails_in_seconds(capsys, tmp_path: Path) -> None:
+    import time
+
+    start = time.monotonic()
+    code, _, err = run_cli(capsys, "search", "--storage", str(tmp_path / "runs"), "--address", "127.0.0.1:1")
+    assert_user_error(code, err, "127.0.0.1:1", "cannot reach a Ray cluster", "leave --address out")
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_resume_after_a_torn_metrics_line(capsys, tmp_path: Path) -> None:
+    import shlex
+
+    code, out, _ = train(capsys, tmp_path / "with space")
+    assert code == 0
+    run_dir = tmp_path / "with space" / "r"
+    assert f"tensorboard --logdir {shlex.quote(str(run_dir))}" in out  # a hint that pastes into a shell
+    text = (run_dir / "metrics.jsonl").read_text()
+    (run_dir / "metrics.jsonl").write_text(text[: len(text) // 2])  # the crash tore epoch 1's line
+    code, _, err = train(capsys, tmp_path / "with space", "--resume", "--set", "optim.epochs=2")
+    assert code == 0, err
+    assert "repaired" in err and "epoch 1" in err
+    assert [row["epoch"] for row in metrics_rows(run_dir)] == [1, 2]
+
+
+def test_a_failed_start_leaves_no_empty_folders(capsys, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"gone: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    code, _, err = run_cli(capsys, "train", "digits", "--out-dir", str(tmp_path / "new" / "runs"), *FAST,
+                           "--set", "method.name=ard", "--set", f"teachers.catalog={catalog}", "--set", "teachers.robust=gone")
+    assert_user_error(code, err, "gone", "not found")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_search_that_cannot_start_leaves_nothing(capsys, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(f"c: {{dataset: digits, arch: mlp, role: clean, checkpoint: {tmp_path / 'absent.pt'}}}\n"
+                       f"r: {{dataset: digits, arch: mlp, role: robust, checkpoint: {tmp_path / 'absent.pt'}}}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"base: digits_mtard\nset: {{teachers.catalog: {catalog}, teachers.clean: c, teachers.robust: r}}\n"
+                     "space:\n  optim.lr: {loguniform: [0.01, 0.1]}\n")
+    for _ in range(2):  # and the same start again is not refused as "already holds a search"
+        code, _, err = run_cli(capsys, "search", str(space), "--storage", str(tmp_path / "runs"))
+        assert_user_error(code, err, "teacher 'c'", "not found")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_evaluate_front_leaves_no_empty_verified_folder(capsys, tmp_path: Path) -> None:
+    from test_compare import experiment
+
+    from mtard.search.records import TrialRecord
+
+    gone = TrialRecord(trial_id="x", status="complete", metrics={"val_clean_acc": 0.9, "val_pgd_acc": 0.5}, epochs=1, budget=1,
+                       checkpoint=str(tmp_path / "gone" / "checkpoint.pt"))
+    exp = experiment(tmp_path, "exp", [gone])
+    code, _, err = run_cli(capsys, "evaluate-front", str(exp), "--attacks", "clean")
+    assert_user_error(code, err, "no front member could be evaluated")
+    assert not (exp / "verified").exists()

@@ -19,13 +19,13 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
+from mtard.config import read_yaml
 from mtard.errors import MtardError
 from mtard.search.files import BASE_CONFIG, RECORDS, REVIEW_RUN
 from mtard.search.records import Objective, TrialRecord, read_records
 from mtard.search.render import TensorBoardReview, review_search
 from mtard.search.review import ReviewData
+from mtard.storage import check_writable
 
 
 def parse_experiments(args: list[str]) -> dict[str, Path]:
@@ -35,6 +35,9 @@ def parse_experiments(args: list[str]) -> dict[str, Path]:
         label, sep, path = arg.partition("=")
         directory = Path(path if sep else arg)
         label = label if sep else directory.resolve().name
+        same = [other for other, known in experiments.items() if known.resolve() == directory.resolve()]
+        if same:
+            raise MtardError(f"{directory} is given twice (as {same[0]} and {label}): its trials would count twice; compare different searches")
         if label in experiments:
             raise MtardError(
                 f"two experiments are labelled {label!r} ({experiments[label]} and {directory}): "
@@ -54,7 +57,7 @@ def load_experiment(directory: Path) -> tuple[list[TrialRecord], list[Objective]
             raise MtardError(f"{path} does not exist: point at an experiment directory written by `mtard search` (e.g. runs/<name>)")
     objectives = [Objective.from_dict(o) for o in json.loads(pareto_json.read_text())["objectives"]]
     base = directory / BASE_CONFIG
-    dataset = (yaml.safe_load(base.read_text()) or {}).get("data", {}).get("name") if base.is_file() else None
+    dataset = read_yaml(base).get("data", {}).get("name") if base.is_file() else None
     return read_records(records_path), objectives, dataset
 
 
@@ -91,11 +94,13 @@ def compare(args: list[str], out_dir: Path) -> ReviewData:
     experiments = {label: load_experiment(d) for label, d in sources.items()}
     records, objectives = combine(experiments)
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MtardError(f"--out {out_dir} is a file, not a folder: choose another --out (the comparison writes several files)")
+    check_writable(out_dir, "--out", "choose a folder you can write to")
+    if any(out_dir.iterdir()):
         if not (out_dir / SOURCES).is_file():
             raise MtardError(f"{out_dir} already holds something other than a comparison: choose another --out")
         shutil.rmtree(out_dir / REVIEW_RUN, ignore_errors=True)  # a fresh figure and curves, not appended ones
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SOURCES).write_text(json.dumps({k: str(v.resolve()) for k, v in sources.items()}, indent=2) + "\n")
     with TensorBoardReview(out_dir, objectives) as board:
         return review_search(out_dir, records, objectives, board=board)

@@ -5,6 +5,7 @@
     records.jsonl                  one line per finished trial (appended, fsync'ed: survives a crash)
     checkpoints.json               each trial's newest checkpoint as the driver saw it (resume reads it)
     rungs.jsonl                    MO-ASHA's rung decisions (scheduler: moasha), one line each; resume reads it
+    driver.lock, driver.lease      the driver holding the experiment (mtard.search.lock)
     pareto.csv/json, trials.csv,   the review (mtard.search.render), rewritten after every trial
     hypervolume.csv, review/       review/ is a TensorBoard run: the front figure, hypervolume curves
     trial-<id>/                    Tune's trial dir: result.json, progress.csv, TensorBoard curves +

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtard.errors import MtardError
-from mtard.storage import json_safe
+from mtard.storage import append_line, atomic_write, json_safe
 
 STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rung_judge)
 
@@ -161,12 +160,21 @@ def read_records(path: Path) -> list[TrialRecord]:
 
 def append_record(path: Path, record: TrialRecord) -> None:
     """One line, flushed and fsync'ed; after a torn last line, on a fresh line."""
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if torn else "") + record.to_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(path, record.to_json())
+
+
+def drop_torn_lines(path: Path) -> int:
+    """Rewrite a JSONL file without its lines torn by a crash (not JSON); returns how many there were."""
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+            good.append(line)
+        except ValueError:
+            pass
+    if len(good) < len(lines):
+        atomic_write(path, "".join(line + "\n" for line in good))
+    return len(lines) - len(good)

@@ -435,10 +435,17 @@ class TensorBoardReview:
                 if math.isfinite(hv):
                     w.add_scalar(HV_METHOD_TAG.format(method=m or "none"), hv, h.n_completed)
             done = h.n_completed
-        if data.n_completed > int(self._state["figure_step"]):
-            w.add_figure(FIGURE_TAG, pareto_figure(data), data.n_completed, close=True)
-            w.add_text(TABLE_TAG, _markdown(data), data.n_completed)
-            self._state["figure_step"] = data.n_completed
+        # The hypervolume at every finished trial's epochs, not only at completed ones: trials that
+        # stop or fail after the last completed one trained epochs too, and the last point must say so.
+        if math.isfinite(data.hypervolume) and data.total_epochs > int(self._state.get("epochs_through", 0)):
+            if not data.history or data.total_epochs > data.history[-1].total_epochs:
+                w.add_scalar(HV_EPOCHS_TAG, data.hypervolume, data.total_epochs)
+            self._state["epochs_through"] = data.total_epochs
+        # A figure whenever a trial finished (whatever its status), so the last one shows the final state.
+        if len(data.records) > int(self._state["figure_step"]):
+            w.add_figure(FIGURE_TAG, pareto_figure(data), len(data.records), close=True)
+            w.add_text(TABLE_TAG, _markdown(data), len(data.records))
+            self._state["figure_step"] = len(data.records)
         self._state["scalars_through"] = done
         w.flush()
         atomic_write(self._state_path, json.dumps(self._state) + "\n")

@@ -19,9 +19,15 @@ Decisions worth knowing:
   searcher (and its Optuna study in study.db) comes back from Tune's state;
   `TUNE_GLOBAL_CHECKPOINT_S=2` keeps that state fresh. A trial that had finished all its
   epochs when the driver died is reported from its last checkpoint without training (and
-  its identical record is not appended again). Optuna trials left RUNNING by a crash (asked,
-  but never recorded in Tune's state) are marked FAIL at the end. The storage location must
-  be trusted: Tune's state there is a pickle.
+  its identical record is not appended again). At the end the study is made to agree with
+  records.jsonl (`tune_adapter.reconcile_study`): trials still RUNNING there get their recorded
+  outcome, and only those never recorded (asked, but never started) are marked FAIL. A torn
+  last line of records.jsonl is dropped and its trial recorded again from Tune's results; a
+  lost study.db is rebuilt from the records. The storage location must be trusted: Tune's
+  state there is a pickle.
+* One driver per experiment (`mtard.search.lock`), held from the first check to the end.
+* SIGINT / SIGTERM (`SearchInterrupts`): Tune stops the trials and saves its state, and the
+  search ends with `mtard.errors.Interrupted` (exit 130 / 143) saying how to continue.
 * Ray. `address` (or $RAY_ADDRESS, as in a `ray job submit` job) joins that cluster;
   otherwise a new local Ray starts (`address="local"`: never another cluster found on the
   machine) and stops at the end. Trial processes are reused between trials (`reuse_actors`).
@@ -32,17 +38,23 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
+import signal
+import threading
 from pathlib import Path
 
 from mtard.errors import MtardError
 from mtard.runs import CHECKPOINTS_TO_KEEP
 from mtard.search.files import BASE_CONFIG, RUNGS, SPACE, STUDY, VERIFIED_DIR, VERIFIED_FILES, ExperimentFiles, trial_dirname
+from mtard.search.interrupts import SearchInterrupts
+from mtard.search.lock import hold_experiment
 from mtard.search.resources import DRIVER_RESOURCE, LOCAL_DRIVER_UNITS, plan_concurrency, trial_resources, uses_ray_train
 from mtard.search.review import ReviewData
 from mtard.search.space import SearchSpace, load_space
-from mtard.staging import stage_search_teachers
-from mtard.storage import absolute, check_writable
+from mtard.staging import STORE_DIR, stage_search_teachers
+from mtard.storage import absolute, check_folder_name, check_writable, first_missing, remove_empty_folders
 
 
 def run_search(
@@ -64,22 +76,64 @@ def run_search(
     """
     if num_samples is not None and num_samples < 1:
         raise MtardError(f"--num-samples must be >= 1, got {num_samples}")
+    interrupts = SearchInterrupts()
+    with interrupts.installed():
+        try:
+            return _run_search(space, storage=storage, name=name, address=address, resume=resume, num_samples=num_samples,
+                               final_eval=final_eval, interrupts=interrupts)
+        except KeyboardInterrupt:  # before or after Tune's loop: nothing running to stop
+            raise interrupts.interrupted() from None
+
+
+def _run_search(space, *, storage, name, address, resume, num_samples, final_eval, interrupts: SearchInterrupts) -> ReviewData:
+    from mtard.distributed import check_cluster_address
+
+    check_cluster_address(address or os.environ.get("RAY_ADDRESS"))  # in seconds, before teachers are trained
     if resume:
         files, loaded = _resumed_experiment(resume, space=space, name=name, num_samples=num_samples)
+        interrupts.experiment = files.uri
     else:
         loaded = load_space(space)
         if num_samples is not None:
             loaded.num_samples = int(num_samples)
         name = name or Path(loaded.source or space or "search").stem
+        # STORE_DIR: the staged teachers' folder in the same storage.
+        check_folder_name(name, "--name", reserved=(STORE_DIR,), example="digits_tiny")
         files = ExperimentFiles(absolute(storage, "runs"), name)
         if _experiment_exists(files):
             raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+        created = first_missing(files.local)
         _check_storage(files)
-        _save_space(loaded, files)
-        files.push()
-    # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
-    stage_search_teachers(loaded, files.storage)
-    return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval)
+    with hold_experiment(files):  # one driver per experiment, for its whole life
+        if not resume:
+            if _experiment_exists(files):  # another driver got here first and finished meanwhile
+                raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+        try:
+            if not resume:
+                _save_space(loaded, files)
+                files.push()
+            # Teachers first, before any trial: trained / checked here, staged where every node fetches them.
+            stage_search_teachers(loaded, files.storage)
+            return _run(loaded, files, address=address, restoring=bool(resume), final_eval=final_eval, interrupts=interrupts)
+        except BaseException:
+            if not resume:
+                _forget_failed_start(files, created)
+            raise
+
+
+def _forget_failed_start(files: ExperimentFiles, created: Path | None) -> None:
+    """A new search that failed (or was interrupted) before Tune saved any state: remove what it wrote,
+    so that starting it again is not refused as "already holds a search", and no empty folder stays."""
+    from ray import tune
+
+    from mtard.search.lock import LOCK
+
+    if files.records.exists() or tune.Tuner.can_restore(files.uri):
+        return  # something ran: --resume continues it
+    for name in (SPACE, BASE_CONFIG, STUDY, LOCK):
+        (files.local / name).unlink(missing_ok=True)
+    if created is not None:
+        remove_empty_folders(created)
 
 
 def _resumed_experiment(resume: str, *, space, name, num_samples) -> tuple[ExperimentFiles, SearchSpace]:
@@ -158,16 +212,17 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     return True
 
 
-def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool) -> ReviewData:
+def _run(
+    space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool, interrupts: SearchInterrupts
+) -> ReviewData:
     import ray
     from ray import tune
 
     from mtard.search import tune_adapter
-    from mtard.search.records import read_records
-    from mtard.search.render import review_search
     from mtard.search.rung_judge import start_judge
 
     started = _start_ray(address, space)
+    interrupts.install()  # ray.init replaced the SIGTERM handler
     judge = None
     # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
     # The legacy console output honours verbose=0 (the new one still prints its banner).
@@ -178,7 +233,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
     # the space then means the same files in a trial as in the driver that checked them. Tune's
     # default moves each trial into its own log folder, where they are not.
     quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
-    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
+                "TUNE_DISABLE_SIGINT_HANDLER": "1"}  # SearchInterrupts handles SIGINT and SIGTERM alike
     saved_env = {k: os.environ.get(k) for k in defaults}
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -198,18 +254,38 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
         print(
             f"[search] {files.name}: {space.num_samples} trials of {space.budget['epochs']} epochs, {concurrency} at a time "
             f"({kind}), {len(space.params)} parameters, objectives {', '.join(f'{o.direction} {o.metric}' for o in space.objectives)}\n"
-            f"[search] results: {files.uri} (tensorboard --logdir {files.uri}; optuna-dashboard {files.study_url})",
+            f"[search] results: {files.uri} (tensorboard --logdir {shlex.quote(files.uri)}; optuna-dashboard {files.study_url})",
             flush=True,
         )
         if restoring:
             if not tune.Tuner.can_restore(files.uri):
                 raise MtardError(f"--resume {files.uri}: Tune saved no experiment state there yet (the search died too early); start it again without --resume")
+            _repair_before_resume(files, space)
             tuner = tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
         else:
             tuner = _new_tuner(space, files, trainable, concurrency)
-        tuner.fit()
-        tune_adapter.fail_orphaned_optuna_trials(files.study_url, files.name)
-        data = review_search(files.local, read_records(files.records), list(space.objectives), push=files.push)  # the callback drew each trial
+        if interrupts.signum is not None:  # signalled while the search was being set up
+            raise KeyboardInterrupt
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no stale handler of an earlier Tune run in this process
+        interrupts.in_tune = True
+        interrupts.experiment = files.uri
+        # Tune's own stop messages name Tuner.restore; SearchInterrupts says how to continue instead.
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+        try:
+            results = tuner.fit()
+        finally:
+            interrupts.in_tune = False
+        if interrupts.signum is not None:
+            # Running trials stay RUNNING in Tune's state and in the study: --resume continues them.
+            files.push()
+            raise interrupts.interrupted()
+        progress = tune_adapter.SearchProgress(files, space, space.num_samples)
+        for trial_id in tune_adapter.record_unrecorded(results, progress):
+            print(f"[search] repaired: trial {trial_id} had no record (torn by a crash); rebuilt it from Tune's saved results", flush=True)
+        for line in tune_adapter.reconcile_study(files, space):
+            print(f"[search] repaired the study: {line}", flush=True)
+        data = progress.review()  # the final state: every trial in the figure and the curves
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)
@@ -222,6 +298,20 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
             ray.kill(judge)
         if started:
             ray.shutdown()
+
+
+def _repair_before_resume(files: ExperimentFiles, space: SearchSpace) -> None:
+    """Say what a crash tore, and rebuild a lost study.db from the trials' records."""
+    from mtard.search import tune_adapter
+    from mtard.search.records import drop_torn_lines
+
+    torn = drop_torn_lines(files.records)
+    if torn:
+        print(f"[search] {files.records}: removed {torn} line(s) torn by a crash; the trials they held are recorded "
+              f"again from Tune's saved results at the end", flush=True)
+    if not (files.local / STUDY).exists():
+        n = tune_adapter.rebuild_study(files, space)
+        print(f"[search] {STUDY} was missing: rebuilt it from {n} trial record(s)", flush=True)
 
 
 def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrency: int):
@@ -260,7 +350,7 @@ def _final_text(data: ReviewData, files: ExperimentFiles) -> str:
     return (
         f"{render_front_table(data)}\n"
         f"results: {files.uri}/ (pareto.csv, trials.csv, pareto.json, study.db); "
-        f"tensorboard --logdir {files.uri}"
+        f"tensorboard --logdir {shlex.quote(files.uri)}"
     )
 
 

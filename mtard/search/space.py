@@ -527,7 +527,7 @@ def _parse_scheduler(data: dict, epochs: int) -> dict:
         if extra:
             raise MtardError(f"scheduler.{extra[0]}: only scheduler.name: moasha takes settings")
         return {"name": "none"}
-    eta = _positive_int(data.get("eta", 3), "scheduler.eta")
+    eta = _number(data.get("eta", 3), "scheduler.eta", integer=True)
     if eta < 2:
         raise MtardError(f"scheduler.eta: must be >= 2 (each rung keeps 1/eta of the trials), got {eta}")
     if "rungs" in data and "min_epochs" in data:

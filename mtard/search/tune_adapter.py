@@ -223,6 +223,10 @@ class MtardOptunaSearch(OptunaSearch):
         self._budget = int(budget)
         super().__init__(*args, **kwargs)
 
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        _relink_open_trials(self)
+
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if config is None:
@@ -245,7 +249,11 @@ class MtardOptunaSearch(OptunaSearch):
             error="the trial raised an error (see trials.csv)" if error else None,
         )
         if status is Status.COMPLETE:
-            return super().on_trial_complete(trial_id, result, error)
+            try:
+                return super().on_trial_complete(trial_id, result, error)
+            except Exception as exc:  # e.g. a study rebuilt after study.db was lost: reconcile_study tells it at the end
+                print(f"[search] warning: could not tell Optuna about trial {trial_id}: {exc}", file=sys.stderr)
+                return None
         state = optuna.trial.TrialState.PRUNED if status is Status.STOPPED else optuna.trial.TrialState.FAIL
         attrs = {"mtard_status": str(status), "mtard_reason": reason[:1000]}
         if (result or {}).get(STOP_KEY):  # stopped at a rung: keep the values it was judged on
@@ -261,7 +269,7 @@ def new_searcher(space: SearchSpace, files: ExperimentFiles, name: str) -> Mtard
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return MtardOptunaSearch(
+    searcher = MtardOptunaSearch(
         space=space.define_by_run,
         metric=space.metrics,
         mode=space.modes,
@@ -271,19 +279,95 @@ def new_searcher(space: SearchSpace, files: ExperimentFiles, name: str) -> Mtard
         storage=optuna.storages.RDBStorage(files.study_url),
         budget=space.budget["epochs"],
     )
+    name_objectives(files.study_url, name, space)
+    return searcher
 
 
-def fail_orphaned_optuna_trials(url: str, study_name: str) -> int:
-    """Mark Optuna trials left RUNNING (asked before a crash, never in Tune's state) as FAIL."""
+def name_objectives(url: str, study_name: str, space: SearchSpace) -> None:
+    """Name the study's objectives (optuna-dashboard shows them instead of "Objective 0/1")."""
+    import warnings
+
     import optuna
 
-    storage = optuna.storages.RDBStorage(url)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    n = 0
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.load_study(study_name=study_name, storage=url).set_metric_names(list(space.metrics))
+
+
+def _optuna_outcome(record: TrialRecord, metrics: list[str]):
+    import optuna
+
+    if record.status is Status.COMPLETE:
+        return optuna.trial.TrialState.COMPLETE, [float(record.metrics[m]) for m in metrics]
+    if record.status is Status.STOPPED:
+        return optuna.trial.TrialState.PRUNED, None
+    return optuna.trial.TrialState.FAIL, None
+
+
+def reconcile_study(files: ExperimentFiles, space: SearchSpace) -> list[str]:
+    """Make the Optuna study agree with records.jsonl (the trials' own outcomes); returns what it repaired.
+
+    A trial still RUNNING in the study whose record exists (it finished after a --resume, and the
+    restored searcher no longer knew it) gets the record's outcome; a record with no trial in the
+    study (a study rebuilt after study.db was lost) is added; a RUNNING trial with no record
+    (asked before a crash, never started) is marked FAIL.
+    """
+    import optuna
+
+    storage = optuna.storages.RDBStorage(files.study_url)
+    study = optuna.load_study(study_name=files.name, storage=storage)
+    records = {r.trial_id: r for r in read_records(files.records) if r.status is not Status.RUNNING}
+    linked = {t.user_attrs.get("tune_trial_id"): t for t in study.get_trials(deepcopy=False)}
+    repaired = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        _fail_stored_trial(storage, t, "orphaned: its search driver stopped before the trial started")
-        n += 1
-    return n
+        record = records.get(t.user_attrs.get("tune_trial_id"))
+        if record is None:
+            _fail_stored_trial(storage, t, "orphaned: its search driver stopped before the trial started")
+            continue
+        state, values = _optuna_outcome(record, space.metrics)
+        storage.set_trial_user_attr(t._trial_id, "mtard_status", str(record.status))
+        storage.set_trial_state_values(t._trial_id, state, values)
+        repaired.append(f"trial {record.trial_id}: {state.name} in the study, as recorded")
+    for trial_id, record in records.items():
+        if trial_id in linked:
+            continue
+        fixed = optuna.trial.FixedTrial(record.params)
+        space.define_by_run(fixed)
+        state, values = _optuna_outcome(record, space.metrics)
+        study.add_trial(optuna.trial.create_trial(
+            params=record.params, distributions=fixed.distributions, values=values, state=state,
+            user_attrs={"tune_trial_id": trial_id, "mtard_status": str(record.status), "mtard_reason": record.reason[:1000]},
+        ))
+        repaired.append(f"trial {trial_id}: added to the study from its record")
+    return repaired
+
+
+def rebuild_study(files: ExperimentFiles, space: SearchSpace) -> int:
+    """A new study.db holding every recorded trial (the old one was lost); returns how many."""
+    import optuna
+
+    optuna.create_study(study_name=files.name, storage=files.study_url, directions=[o.direction + "imize" for o in space.objectives])
+    name_objectives(files.study_url, files.name, space)
+    return len(reconcile_study(files, space))
+
+
+def record_unrecorded(results, progress: SearchProgress) -> list[str]:
+    """Append a record for each finished trial of Tune's results that records.jsonl lacks (its line
+    was torn by a crash, or the driver died between the trial's end and its record); returns their ids."""
+    from types import SimpleNamespace
+
+    known = {r.trial_id for r in read_records(progress.files.records)}
+    added = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        trial_id = metrics.get("trial_id")
+        if not trial_id or trial_id in known:
+            continue
+        trial = SimpleNamespace(trial_id=trial_id, last_result=metrics, config=result.config or {})
+        error = str(result.error).strip().splitlines()[-1][:500] if result.error else None
+        append_record(progress.files.records, progress.make_record(trial, error=error))
+        added.append(trial_id)
+    return added
 
 
 # ---------------------------------------------------------------- the search's callback
@@ -488,6 +572,27 @@ def _link_optuna_trial(search: OptunaSearch, trial_id: str) -> bool:
 
 def _optuna_trial_open(search: OptunaSearch, trial_id: str) -> bool:
     return trial_id not in search._completed_trials and trial_id in search._ot_trials
+
+
+def _relink_open_trials(search: OptunaSearch) -> None:
+    """After Tune restored the searcher: a running trial whose Optuna trial is not in the study any
+    more (study.db was lost and rebuilt from the records) gets a new one with the same parameters,
+    so telling its result can neither fail nor land on another trial that took its old id."""
+    study = search._ot_study
+    for trial_id, ot_trial in list(search._ot_trials.items()):
+        if trial_id in search._completed_trials:
+            continue
+        try:
+            linked = study._storage.get_trial_user_attrs(ot_trial._trial_id).get("tune_trial_id") == trial_id
+        except KeyError:
+            linked = False
+        if linked:
+            continue
+        frozen = ot_trial._cached_frozen_trial
+        study.enqueue_trial(frozen.params, skip_if_exists=False)
+        fresh = study.ask(fixed_distributions=frozen.distributions)
+        fresh.set_user_attr("tune_trial_id", trial_id)
+        search._ot_trials[trial_id] = fresh
 
 
 def _optuna_trial_finished(search: OptunaSearch, trial_id: str) -> bool:

@@ -10,7 +10,7 @@ from mtard.errors import MtardError
 from mtard.search.files import VERIFIED_DIR
 from mtard.search.records import Objective
 from mtard.search.render import csv_text
-from mtard.storage import atomic_write, json_safe, local_file
+from mtard.storage import atomic_write, first_missing, json_safe, local_file, remove_empty_folders
 
 #: Attacks `evaluate_front` runs by default (the papers' test-set table).
 VERIFY_ATTACKS = ["clean", "pgd20_sat", "pgd20_trades", "cw", "autoattack"]
@@ -74,8 +74,11 @@ def verify_front(exp_dir: Path, front: list[dict], objectives: list[Objective], 
     """The verification report (the content of pareto_verified.json): each member's validation numbers
     beside its test accuracies under the attacks `names`, or the error that stopped its evaluation.
     `evaluation`: `evaluate_checkpoint`'s max_samples, device, data_root, batch_size."""
+    created = first_missing(exp_dir / VERIFIED_DIR)
     members = [_verify_member(m, exp_dir, names, evaluation) for m in front]
     if not any("test" in e for e in members):
+        if created is not None:  # a failed start leaves no empty folders behind
+            remove_empty_folders(created)
         raise MtardError(f"no front member could be evaluated: {members[0].get('error')}")
     descriptions: dict[str, str] = {}
     for e in members:
