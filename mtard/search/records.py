@@ -148,12 +148,17 @@ def read_records(path: Path) -> list[TrialRecord]:
 
 def append_record(path: Path, record: TrialRecord) -> None:
     """One line, flushed and fsync'ed; after a torn last line, on a fresh line."""
+    append_line(path, record.to_json())
+
+
+def append_line(path: Path, text: str) -> None:
+    """`text` as one line of `path`, flushed and fsync'ed; after a torn last line, on a fresh line."""
     torn = False
     if path.is_file() and path.stat().st_size:
         with open(path, "rb") as f:
             f.seek(-1, os.SEEK_END)
             torn = f.read(1) != b"\n"
     with open(path, "a") as f:
-        f.write(("\n" if torn else "") + record.to_json() + "\n")
+        f.write(("\n" if torn else "") + text + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from mtard.errors import MtardError
@@ -159,6 +160,32 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     return True
 
 
+@contextmanager
+def tune_environment():
+    """Tune settings a search (and a confirmation) runs under, unless the user set them; restored after.
+
+    Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
+    The legacy console output honours verbose=0 (the new one still prints its banner).
+    Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
+    crash); Tune would warn about that every few seconds on short epochs.
+    Trials stay in their process's working directory (the driver's locally, the job's working
+    dir on a cluster node), as Ray Train workers do: a relative teachers.catalog or data.root in
+    the space then means the same files in a trial as in the driver that checked them. Tune's
+    default moves each trial into its own log folder, where they are not.
+    """
+    quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    saved_env = {k: os.environ.get(k) for k in defaults}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
 def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool) -> ReviewData:
     import ray
     from ray import tune
@@ -168,19 +195,8 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
 
     started = _start_ray(address, space)
     judge = None
-    # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
-    # The legacy console output honours verbose=0 (the new one still prints its banner).
-    # Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
-    # crash); Tune would warn about that every few seconds on short epochs.
-    # Trials stay in their process's working directory (the driver's locally, the job's working
-    # dir on a cluster node), as Ray Train workers do: a relative teachers.catalog or data.root in
-    # the space then means the same files in a trial as in the driver that checked them. Tune's
-    # default moves each trial into its own log folder, where they are not.
-    quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
-    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    saved_env = {k: os.environ.get(k) for k in defaults}
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
+    environment = ExitStack()
+    environment.enter_context(tune_environment())
     try:
         capacity = tune_adapter.cluster_capacity()
         concurrency = plan_concurrency(space, capacity, tune_adapter.node_shapes())
@@ -214,9 +230,7 @@ def _run(space: SearchSpace, files: ExperimentFiles, *, address: str | None, res
             _final_eval(files)
         return data
     finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
+        environment.close()
         if judge is not None:
             ray.kill(judge)
         if started:
