@@ -178,9 +178,10 @@ def confirm_figure(data: ConfirmData):  # -> matplotlib.figure.Figure
             ax.scatter(*proxy, s=60, facecolors="none", edgecolors=[colour], linewidths=1.4, zorder=3)
         if not (math.isfinite(cx) and math.isfinite(cy)):
             continue
+        # An accuracy lies in [0, 1]: the t interval of a mean over few seeds may not; draw it clipped.
         ix, iy = s.attacks[attacks[0]].interval, s.attacks[attacks[1]].interval
-        xerr = [[cx - ix.low], [ix.high - cx]] if math.isfinite(ix.low) else None
-        yerr = [[cy - iy.low], [iy.high - cy]] if math.isfinite(iy.low) else None
+        xerr = [[cx - max(ix.low, 0.0)], [min(ix.high, 1.0) - cx]] if math.isfinite(ix.low) else None
+        yerr = [[cy - max(iy.low, 0.0)], [min(iy.high, 1.0) - cy]] if math.isfinite(iy.low) else None
         marker = "s" if s.member.kind == BASELINE else ("*" if s.member.is_default else "o")
         ax.errorbar([cx], [cy], xerr=xerr, yerr=yerr, fmt=marker, color=colour, ms=11 if marker == "*" else 7,
                     capsize=3, zorder=4, label=_label(s) + (" ◆ front" if s.member.member_id in data.front else ""))
@@ -191,6 +192,10 @@ def confirm_figure(data: ConfirmData):  # -> matplotlib.figure.Figure
     if len(front) > 0:
         sx, sy = _staircase(front, [o.direction for o in objs])
         ax.plot(sx, sy, color="black", lw=1.2, alpha=0.6, zorder=1, label="confirmed front (means)")
+    missing = [f"{s.member.member_id}: {len(s.failures)} of {len(s.runs)} seeds failed" for s in data.summaries if s.failures]
+    if missing:
+        ax.text(0.01, 0.01, "not confirmed on every seed — " + "; ".join(missing), transform=ax.transAxes, fontsize=7,
+                color="tab:red", va="bottom")
     ax.set_xlabel(f"{objs[0].label or objs[0].metric} → test {attacks[0]}")
     ax.set_ylabel(f"{objs[1].label or objs[1].metric} → test {attacks[1]}")
     ax.set_title(f"proxy (hollow: validation, 1 seed) → confirmed (test, mean ± 95 % CI over {len(data.seeds)} seeds)", fontsize=9)
