@@ -21,6 +21,7 @@ from typing import Any
 from mtard.search.files import REVIEW_RUN
 from mtard.search.records import STOP_KEY, Objective, TrialRecord
 from mtard.search.review import SAMPLES_KEY, ReviewData, compute_review, samples
+from mtard.stats import accuracy_interval
 from mtard.storage import atomic_write, json_safe
 from mtard.text import text_table
 
@@ -529,6 +530,11 @@ class TensorBoardReview:
 # ---------------------------------------------------------------- test-set verification
 
 
+def _half_width(accuracy: float, n: int) -> str:
+    ci = accuracy_interval(accuracy, n)
+    return f"{50 * (ci.high - ci.low):.1f}"
+
+
 def render_verified(report: dict[str, Any]) -> str:
     """Terminal table of pareto_verified.json: validation numbers beside test accuracies."""
     objectives = [Objective.from_dict(o) for o in report["objectives"]]
@@ -539,13 +545,13 @@ def render_verified(report: dict[str, Any]) -> str:
         cells = [e["trial_id"] + (" *" if e.get("is_default") else ""), e.get("method") or "-"]
         cells += [_fmt(e["val"].get(o.metric)) for o in objectives]
         if "test" in e:
-            cells += [f"{100 * e['test'][a]:.2f}%" for a in attacks]
+            cells += [f"{100 * e['test'][a]:.2f}% ±{_half_width(e['test'][a], e['samples'])}" for a in attacks]
         else:
             cells += ["error"] + [""] * (len(attacks) - 1)
         rows.append(cells)
     lines = text_table(header, rows)
     samples = {e.get("samples") for e in report["members"] if "test" in e}
-    lines.append(f"test split, {', '.join(str(s) for s in sorted(samples))} samples; attacks:")
+    lines.append(f"test split, {', '.join(str(s) for s in sorted(samples))} samples (±: half the 95 % Wilson interval, in points); attacks:")
     lines += [f"  {a['attack']}: {a['description']}" for a in report["attacks"]]
     lines += [f"  {o.metric}: {o.label or o.metric}" for o in objectives]
     if any(e.get("is_default") for e in report["members"]):
