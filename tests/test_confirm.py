@@ -233,7 +233,7 @@ def test_sigkill_then_resume_retrains_nothing_and_loses_nothing(confirmed, tmp_p
         proc = subprocess.Popen([*args, "--members", member, "--seeds", "3", "--epochs", "2", "--attacks", "clean", "--max-samples", "50"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: runs.is_file() and runs.read_text().count("\n") >= 1, 300, proc, "the first finished run", poll=0.05)
+        _wait_for(lambda: runs.is_file() and f'"member_id": "{member}"' in runs.read_text(), 300, proc, "the member's first run", poll=0.05)
     finally:
         _kill_session(proc)
     def mine(text: str) -> list[dict]:  # the member's runs (the defaults trial is confirmed beside it)

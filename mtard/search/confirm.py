@@ -35,7 +35,7 @@ from pathlib import Path
 
 from mtard.config import TrainConfig, set_path, validate
 from mtard.errors import MtardError
-from mtard.search.confirm_review import BASELINE, DEFAULTS, FRONT, ConfirmData, Member, RunResult, compute_confirm, objective_attacks
+from mtard.search.confirm_review import BASELINE, CHOSEN, DEFAULTS, FRONT, ConfirmData, Member, RunResult, compute_confirm, objective_attacks
 from mtard.search.files import SPACE, ExperimentFiles
 from mtard.search.records import Objective, append_line, classify, finite, read_records
 from mtard.search.space import SearchSpace, load_space
@@ -116,7 +116,7 @@ def plan_members(space: SearchSpace, pareto: dict, records: list, member_ids: li
     members = []
     for tid in chosen:
         r = by_id[tid]
-        members.append(Member(tid, FRONT if tid in front_ids else DEFAULTS if r.is_default else "chosen", r.method,
+        members.append(Member(tid, FRONT if tid in front_ids else DEFAULTS if r.is_default else CHOSEN, r.method,
                               dict(r.params), {o.metric: r.metrics.get(o.metric) for o in objectives}, bool(r.is_default)))
     defaults = [r for r in records if r.is_default and r.trial_id not in chosen]
     for r in defaults[:1]:  # the reference point, even when it diverged or is off the front

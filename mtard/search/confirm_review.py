@@ -40,7 +40,7 @@ OBJECTIVE_ATTACKS = {
     "selected_val_pgd_acc": "pgd20_sat",
 }
 
-FRONT, DEFAULTS, BASELINE = "front", "defaults", "baseline"
+FRONT, DEFAULTS, BASELINE, CHOSEN = "front", "defaults", "baseline", "chosen"  # CHOSEN: named by --members, off the front
 
 
 def objective_attacks(objectives: list[Objective]) -> dict[str, str]:
@@ -61,7 +61,7 @@ class Member:
     """What is confirmed: a proxy front member, the official-defaults trial, or a baseline method."""
 
     member_id: str  # the search's trial id, or "baseline-<method>"
-    kind: str  # FRONT | DEFAULTS | BASELINE
+    kind: str  # FRONT | DEFAULTS | BASELINE | CHOSEN
     method: str
     params: dict = field(default_factory=dict)  # the searched values it trains with
     proxy: dict = field(default_factory=dict)  # objective metric -> its validation value in the search
