@@ -165,6 +165,10 @@ def _confirm_front(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, storage=args.storage, address=args.address, resume=args.resume,
     )
     print(render_confirmed(data))
+    unfinished = sum(r.status == "running" for s in data.summaries for r in s.runs)
+    if unfinished:  # Tune stops on Ctrl-C and returns: say so, and exit as interrupted
+        print(f"mtard: {unfinished} run(s) did not finish: continue with mtard confirm-front {args.exp_dir} --resume", file=sys.stderr)
+        raise KeyboardInterrupt
 
 
 def _compare(args: argparse.Namespace) -> None:

@@ -162,9 +162,11 @@ def make_confirm_trial(configs: dict[str, TrainConfig], newest: dict[str, dict],
     class ConfirmContext(TuneContext):
         """A direct trial's context that keeps the last and the selected epoch's payload for the test."""
 
-        last: dict | None = None
-        best: dict | None = None
-        metrics: dict = {}
+        def __init__(self, device, newest: dict | None = None):
+            super().__init__(device, newest)
+            self.last: dict | None = None  # the last epoch's checkpoint payload
+            self.best: dict | None = None  # the selected epoch's (eval.select: best)
+            self.metrics: dict = {}  # the last reported metrics
 
         def report(self, metrics, payload):
             self.metrics = dict(metrics)
