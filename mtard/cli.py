@@ -155,6 +155,31 @@ def _evaluate_front(args: argparse.Namespace) -> None:
     print(f"written: {path} and {path.with_suffix('.csv')}")
 
 
+def _id_list(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise MtardError(f"{flag} is empty: name at least one, or leave it out")
+    return names
+
+
+def _confirm_front(args: argparse.Namespace) -> None:
+    from mtard.search.confirm import run_confirm
+    from mtard.search.confirm_render import render_confirmed
+
+    data = run_confirm(
+        Path(args.exp_dir), members=_id_list(args.members, "--members"), seeds=args.seeds, epochs=args.epochs,
+        baselines=_id_list(args.baselines, "--baselines"), attacks=_attack_list(args.attacks), max_samples=args.max_samples,
+        batch_size=args.batch_size, storage=args.storage, address=args.address, resume=args.resume,
+    )
+    print(render_confirmed(data))
+    unfinished = sum(r.status == "running" for s in data.summaries for r in s.runs)
+    if unfinished:  # Tune stops on Ctrl-C and returns: say so, and exit as interrupted
+        print(f"mtard: {unfinished} run(s) did not finish: continue with mtard confirm-front {args.exp_dir} --resume", file=sys.stderr)
+        raise KeyboardInterrupt
+
+
 def _compare(args: argparse.Namespace) -> None:
     from mtard.search.compare import compare
     from mtard.search.render import render_front_table
@@ -229,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="where the data set lives (default: each run's data.root)")
     p.set_defaults(func=_evaluate_front)
+
+    p = sub.add_parser("confirm-front", help="retrain the front (+ the official defaults, + baselines) over seeds at a full budget; test-split table with mean ± sd")
+    p.add_argument("exp_dir", metavar="EXP_DIR", help="the search's experiment directory, e.g. runs/digits_tiny")
+    p.add_argument("--members", help="comma-separated trial ids (default: the search's Pareto front)")
+    p.add_argument("--seeds", type=int, help="seeds per member (default 3): model initialisation and data order; the train/val split stays the search's")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the base config's full schedule); milestones scale as in a search")
+    p.add_argument("--baselines", help="comma-separated methods trained the same way from the base config: sat,trades,ard,rslad")
+    p.add_argument("--attacks", help="comma-separated (default: clean,fgsm,pgd20_trades,pgd20_sat,cw,autoattack)")
+    p.add_argument("--max-samples", type=int, help="evaluate the first N test images (default 0 = all)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size (default 256)")
+    p.add_argument("--storage", help="where the confirmation goes (default: EXP_DIR/confirm; else STORAGE/<name>-confirm)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted confirmation (nothing finished is retrained)")
+    p.set_defaults(func=_confirm_front)
 
     p = sub.add_parser("compare", help="one review of several searches: a front and a hypervolume per search (e.g. MTARD vs SAT)")
     p.add_argument("experiments", nargs="+", metavar="[LABEL=]EXP_DIR", help="experiment directories written by `mtard search`")

@@ -52,6 +52,7 @@ from mtard import attacks as _attacks
 from mtard.config import EPS_FIX, DataConfig, coerce, from_dict
 from mtard.errors import MtardError
 from mtard.loop import resolve_device
+from mtard.stats import accuracy_interval
 from mtard.text import format_eps, text_table
 
 __all__ = [
@@ -397,10 +398,19 @@ def evaluate_model(
 
 
 def render_attack_table(results: list[AttackResult]) -> str:
-    """A plain-text table: attack, accuracy (%), samples, description."""
-    header = ("attack", "accuracy", "samples", "description")
-    rows = [(r.attack, f"{100 * r.accuracy:.2f}%", str(r.samples), r.description) for r in results]
+    """A plain-text table: attack, accuracy (%), samples, its 95 % Wilson interval, description."""
+    header = ("attack", "accuracy", "samples", "95 % interval", "description")
+    rows = []
+    for r in results:
+        ci = accuracy_interval(r.accuracy, r.samples)
+        rows.append((r.attack, f"{100 * r.accuracy:.2f}%", str(r.samples), f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}]", r.description))
     return "\n".join(text_table(header, rows, right=(1, 2)))
+
+
+def _with_interval(result: AttackResult) -> dict[str, Any]:
+    """A result as the report stores it: with the 95 % Wilson interval of its accuracy on its samples."""
+    ci = accuracy_interval(result.accuracy, result.samples)
+    return {**asdict(result), "interval_95": [ci.low, ci.high]}
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -508,7 +518,7 @@ def evaluate_checkpoint(
         "samples": results[0].samples,
         "precision": precision,
         "torch": torch.__version__,
-        "results": [asdict(r) for r in results],
+        "results": [_with_interval(r) for r in results],
     }
     if earlier:  # the same evaluation with other attacks: keep them (this run's result wins for a repeated attack)
         ran = {r["attack"] for r in report["results"]}

@@ -324,7 +324,9 @@ def validation_metrics(model: nn.Module, cfg: TrainConfig, splits: Splits, ctx: 
         totals[2] += len(y)
     totals = ctx.all_reduce_sum(totals)
     n = max(totals[2].item(), 1.0)
-    return {"val_clean_acc": totals[0].item() / n, "val_pgd_acc": totals[1].item() / n if e.pgd_steps else float("nan")}
+    # val_samples: the images behind both accuracies (their binomial noise: mtard.stats).
+    return {"val_clean_acc": totals[0].item() / n, "val_pgd_acc": totals[1].item() / n if e.pgd_steps else float("nan"),
+            "val_samples": int(totals[2].item())}
 
 
 def selection_score(criterion: str, clean: float, pgd: float) -> float:

@@ -205,6 +205,17 @@ def put_atomic(local: Path, fs, folder: str, name: str) -> None:
     fs.move(partial, f"{folder}/{name}")
 
 
+def get_file(fs, folder: str, name: str, local: Path) -> bool:
+    """Copy `folder/name` on a pyarrow filesystem into the local file `local` (the twin of `put_atomic`);
+    False when it is not there."""
+    try:
+        with fs.open_input_stream(f"{folder}/{name}") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def download_missing(uri: str, local_root: Path, names: Iterable[str], dirs: Iterable[str] = ()) -> None:
     """Fetch the files `names` and everything under `dirs` from `uri` that are not under `local_root` yet."""
     import pyarrow.fs

@@ -232,7 +232,7 @@ def test_evaluate_checkpoint_end_to_end(trained: nn.Module, splits: Splits, tmp_
     assert report["samples"] == 32
     assert report["precision"] == "fp32" and report["torch"] == torch.__version__
     for row in report["results"]:
-        assert set(row) == {"attack", "description", "accuracy", "samples", "library"}
+        assert set(row) == {"attack", "description", "accuracy", "samples", "library", "interval_95"}
         assert 0.0 <= row["accuracy"] <= 1.0
         assert row["library"] == attack_library(row["attack"])
     # The same model and images through evaluate_model give the same clean accuracy.
@@ -286,3 +286,15 @@ def test_bf16_only_when_asked(trained: nn.Module, tmp_path) -> None:
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in report["results"])
     with pytest.raises(MtardError, match="unknown precision 'fp16'"):
         evaluate_checkpoint(path, attacks=["clean"], precision="fp16")
+
+
+def test_every_reported_accuracy_carries_its_wilson_interval(trained: nn.Module, tmp_path) -> None:
+    from mtard.stats import binomial_interval
+
+    path = tmp_path / "student.pt"
+    save(path, {"model": _spec(), "state_dict": trained.state_dict(), "config": _config()})
+    report = evaluate_checkpoint(path, split="test", attacks=["clean"], max_samples=50, device="cpu")
+    (r,) = report["results"]
+    ci = binomial_interval(round(r["accuracy"] * 50), 50)
+    assert r["samples"] == 50 and r["interval_95"] == [ci.low, ci.high]
+    assert f"[{100 * ci.low:.1f}, {100 * ci.high:.1f}]" in render_attack_table([AttackResult(**{k: v for k, v in r.items() if k != "interval_95"})])

@@ -527,3 +527,34 @@ def test_evaluate_front(tmp_path: Path, digits_checkpoints: tuple[Path, Path], c
     assert "test pgd20_sat" in out and "late" in out and "PGD-20 (SAT" in out and "written:" in out
     assert main(["evaluate-front", str(tmp_path / "empty")]) == 2
     assert "pareto.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- noise: intervals on the validation images
+
+
+def test_front_accuracies_carry_their_images_and_wilson_intervals(tmp_path: Path) -> None:
+    """A digits-like front one image apart (281, 282, 283 of 288): every interval overlaps its neighbour's."""
+    from mtard.stats import binomial_interval
+
+    records = [rec("A", 283 / 288, 200 / 288), rec("B", 282 / 288, 230 / 288), rec("C", 281 / 288, 260 / 288), rec("D", 0.5, 0.1)]
+    for r in records:
+        r.metrics["val_samples"] = 288
+    data = write_review(tmp_path, records, OBJS)
+    assert [r.trial_id for r in data.front] == ["C", "B", "A"]
+    rows = {r["trial_id"]: r for r in csv.DictReader(open(tmp_path / "pareto.csv"))}
+    a = binomial_interval(283, 288)
+    assert float(rows["A"]["val_clean_acc_ci_low"]) == a.low and float(rows["A"]["val_clean_acc_ci_high"]) == a.high
+    assert rows["A"]["val_samples"] == "288"
+    doc = json.loads((tmp_path / "pareto.json").read_text())
+    assert doc["front"][2]["intervals"]["val_clean_acc"] == [a.low, a.high] and doc["front"][2]["samples"] == 288
+    # clean: one image apart, indistinguishable; PGD: 30 images apart, told apart
+    assert doc["indistinguishable"] == [{"members": ["C", "B"], "objective": "val_clean_acc"},
+                                        {"members": ["B", "A"], "objective": "val_clean_acc"}]
+    text = render_front_table(data)
+    assert f"0.9826 [{a.low:.3f}, {a.high:.3f}]" in text and "95 % Wilson interval on 288 validation images" in text
+    assert "C and B are indistinguishable on val_clean_acc" in text
+    fig = pareto_figure(data)
+    whole, zoom = fig.axes
+    assert whole.get_xlim()[0] < 0.5 < 0.9 < zoom.get_xlim()[0]  # the zoom holds the front, not D
+    assert "Wilson" in zoom.get_title() and len(zoom.containers) == 3  # one error bar per front member
+    fig.savefig(tmp_path / "front.png")

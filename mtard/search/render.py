@@ -20,7 +20,8 @@ from typing import Any
 
 from mtard.search.files import REVIEW_RUN
 from mtard.search.records import STOP_KEY, Objective, TrialRecord
-from mtard.search.review import ReviewData, compute_review
+from mtard.search.review import SAMPLES_KEY, ReviewData, compute_review, samples
+from mtard.stats import accuracy_interval
 from mtard.storage import atomic_write, json_safe
 from mtard.text import text_table
 
@@ -81,6 +82,8 @@ def _trial_columns(data: ReviewData) -> tuple[list[str], Any]:
     header = (
         ["trial_id"]
         + [o.metric for o in data.objectives]
+        + [f"{o.metric}_{end}" for o in data.objectives for end in ("ci_low", "ci_high")]
+        + [SAMPLES_KEY]
         + list(data.param_names)
         + ["method"]
         + [f"teacher_{role}" for role in roles]
@@ -91,6 +94,8 @@ def _trial_columns(data: ReviewData) -> tuple[list[str], Any]:
         return (
             [r.trial_id]
             + [r.metrics.get(o.metric) for o in data.objectives]
+            + [_bound(v) for ci in data.intervals(r) for v in (ci.low, ci.high)]
+            + [samples(r)]
             + [r.params.get(p) for p in data.param_names]
             + [r.method]
             + [r.teachers.get(role, "") for role in roles]
@@ -100,10 +105,16 @@ def _trial_columns(data: ReviewData) -> tuple[list[str], Any]:
     return header, row
 
 
+def _bound(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def _member(data: ReviewData, r: TrialRecord) -> dict[str, Any]:
     return {
         "trial_id": r.trial_id,
         "objectives": {o.metric: r.metrics.get(o.metric) for o in data.objectives},
+        "intervals": {o.metric: [_bound(ci.low), _bound(ci.high)] for o, ci in zip(data.objectives, data.intervals(r))},
+        "samples": samples(r),
         "params": dict(r.params),
         "method": r.method,
         "teachers": dict(r.teachers),
@@ -129,7 +140,9 @@ def review_json(data: ReviewData) -> dict[str, Any]:
             "n_completed": data.n_completed,
             "n_eligible": len(data.eligible),
             "total_epochs": data.total_epochs,
+            "interval": "95 % Wilson interval of each accuracy on its `samples` validation images (scipy.stats.binomtest)",
             "front": [_member(data, r) for r in data.front],
+            "indistinguishable": data.ties(),
             "fronts_by_method": {m: [r.trial_id for r in rs] for m, rs in data.fronts_by_method.items()},
             "excluded": [{"trial_id": e.record.trial_id, "status": e.record.status, "reason": e.reason} for e in data.excluded],
         }
@@ -207,7 +220,7 @@ def render_front_table(data: ReviewData) -> str:
     for k, r in enumerate(data.front, 1):
         rows.append(
             [str(k), r.trial_id + (" *" if r.is_default else "")]
-            + [f"{v:.4f}" for v in data.values(r)]
+            + [_with_interval(v, ci) for v, ci in zip(data.values(r), data.intervals(r))]
             + [r.method or "-"]
             + [r.teachers.get(role, "-") for role in roles]
             + [_fmt(r.params.get(p)) for p in params]
@@ -217,6 +230,7 @@ def render_front_table(data: ReviewData) -> str:
         lines += text_table(header, rows)
         if any(r.is_default for r in data.front):
             lines.append("* the official-defaults trial")
+        lines += _noise_lines(data)
     else:
         lines.append("(no trial is eligible for the front yet)")
     if len(data.fronts_by_method) > 1:
@@ -242,12 +256,27 @@ def render_front_table(data: ReviewData) -> str:
     return "\n".join(lines)
 
 
+def _with_interval(value: float, ci) -> str:
+    return f"{value:.4f}" if math.isnan(ci.low) else f"{value:.4f} [{ci.low:.3f}, {ci.high:.3f}]"
+
+
+def _noise_lines(data: ReviewData) -> list[str]:
+    """How many images the front's accuracies rest on, and which neighbours they cannot tell apart."""
+    ns = sorted({n for r in data.front if (n := samples(r)) is not None})
+    if not ns:
+        return []
+    lines = [f"[low, high]: 95 % Wilson interval on {', '.join(map(str, ns))} validation images"]
+    lines += [f"  {t['members'][0]} and {t['members'][1]} are indistinguishable on {t['objective']} (intervals overlap)"
+              for t in data.ties()]
+    return lines
+
+
 def _markdown(data: ReviewData) -> str:
     """The front as a Markdown table (TensorBoard's text dashboard renders it)."""
     header = ["trial"] + [o.metric for o in data.objectives] + ["method"] + list(data.param_names)
     rows = [
         [r.trial_id + (" (defaults)" if r.is_default else "")]
-        + [f"{v:.4f}" for v in data.values(r)]
+        + [_with_interval(v, ci) for v, ci in zip(data.values(r), data.intervals(r))]
         + [r.method or "-"]
         + [_fmt(r.params.get(p)) for p in data.param_names]
         for r in data.front
@@ -256,6 +285,7 @@ def _markdown(data: ReviewData) -> str:
     text.append("| " + " | ".join(header) + " |")
     text.append("|" + "---|" * len(header))
     text += ["| " + " | ".join(r) + " |" for r in rows]
+    text += ["", *_noise_lines(data)]
     if data.excluded:
         text += ["", f"excluded ({len(data.excluded)}):", ""]
         text += [f"- `{e.record.trial_id}`: {e.reason}" for e in data.excluded]
@@ -294,11 +324,12 @@ def pareto_figure(data: ReviewData):  # -> matplotlib.figure.Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     objs = data.objectives
     one = len(objs) == 1
+    zoom = not one and any(not math.isnan(ci.low) for r in data.front for ci in data.intervals(r)[:2])
+    fig = Figure(figsize=(15, 6) if zoom else (8, 6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots(1, 2, width_ratios=[1, 1])[0] if zoom else fig.add_subplot()
     dirs = ["max", objs[0].direction] if one else [objs[0].direction, objs[1].direction]
     order = {id(r): k for k, r in enumerate(data.records, 1)}
 
@@ -388,7 +419,50 @@ def pareto_figure(data: ReviewData):  # -> matplotlib.figure.Figure
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    if zoom:
+        _front_zoom(fig.axes[1], data, dirs, [colour[r.method] for r in data.front])
     return fig
+
+
+def _front_zoom(ax, data: ReviewData, dirs: list[str], colours: list) -> None:
+    """The front's region: its members with 95 % Wilson error bars, and the trials that fall in that window."""
+    objs = data.objectives
+    pts = [data.values(r)[:2] for r in data.front]
+    cis = [data.intervals(r)[:2] for r in data.front]
+    lows = [[ci[k].low if not math.isnan(ci[k].low) else p[k] for p, ci in zip(pts, cis)] for k in (0, 1)]
+    highs = [[ci[k].high if not math.isnan(ci[k].high) else p[k] for p, ci in zip(pts, cis)] for k in (0, 1)]
+    limits = []
+    for k in (0, 1):
+        lo, hi = min(lows[k]), max(highs[k])
+        pad = max(0.1 * (hi - lo), 0.002)
+        limits.append((lo - pad, hi + pad))
+    front_ids = {id(r) for r in data.front}
+    near = [data.values(r)[:2] for r in data.eligible if id(r) not in front_ids]
+    near = [p for p in near if limits[0][0] <= p[0] <= limits[0][1] and limits[1][0] <= p[1] <= limits[1][1]]
+    if near:
+        ax.scatter(*zip(*near), s=24, color="0.5", alpha=0.5, edgecolors="none", label="other complete trials")
+    sx, sy = _staircase(pts, dirs)
+    ax.plot(sx, sy, color="black", lw=1.0, alpha=0.5, zorder=2)
+    for r, p, ci, colour in zip(data.front, pts, cis, colours):
+        err = [[[p[k] - (p[k] if math.isnan(ci[k].low) else ci[k].low)], [(p[k] if math.isnan(ci[k].high) else ci[k].high) - p[k]]]
+               for k in (0, 1)]
+        ax.errorbar([p[0]], [p[1]], xerr=err[0], yerr=err[1], fmt="*" if r.is_default else "o", color=colour, ms=8,
+                    capsize=3, mec="black", zorder=4)
+        ax.annotate(r.trial_id, p, xytext=(5, 4), textcoords="offset points", fontsize=7, zorder=5)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    ns = sorted({n for r in data.front if (n := samples(r)) is not None})
+    ties = data.ties()
+    ax.set_title(
+        f"zoom on the front: 95 % Wilson intervals on {', '.join(map(str, ns))} validation images\n"
+        f"{len(ties)} neighbour pair(s) indistinguishable on an objective (bars overlap)",
+        fontsize=10,
+    )
+    ax.set_xlabel(objs[0].axis_label)
+    ax.set_ylabel(objs[1].axis_label)
+    ax.grid(True, alpha=0.3)
+    if near:
+        ax.legend(fontsize=8, loc="best")
 
 
 # ---------------------------------------------------------------- TensorBoard
@@ -480,6 +554,11 @@ def review_search(
 # ---------------------------------------------------------------- test-set verification
 
 
+def _half_width(accuracy: float, n: int) -> str:
+    ci = accuracy_interval(accuracy, n)
+    return f"{50 * (ci.high - ci.low):.1f}"
+
+
 def render_verified(report: dict[str, Any]) -> str:
     """Terminal table of pareto_verified.json: validation numbers beside test accuracies."""
     objectives = [Objective.from_dict(o) for o in report["objectives"]]
@@ -490,13 +569,13 @@ def render_verified(report: dict[str, Any]) -> str:
         cells = [e["trial_id"] + (" *" if e.get("is_default") else ""), e.get("method") or "-"]
         cells += [_fmt(e["val"].get(o.metric)) for o in objectives]
         if "test" in e:
-            cells += [f"{100 * e['test'][a]:.2f}%" for a in attacks]
+            cells += [f"{100 * e['test'][a]:.2f}% ±{_half_width(e['test'][a], e['samples'])}" for a in attacks]
         else:
             cells += ["error"] + [""] * (len(attacks) - 1)
         rows.append(cells)
     lines = text_table(header, rows)
     samples = {e.get("samples") for e in report["members"] if "test" in e}
-    lines.append(f"test split, {', '.join(str(s) for s in sorted(samples))} samples; attacks:")
+    lines.append(f"test split, {', '.join(str(s) for s in sorted(samples))} samples (±: half the 95 % Wilson interval, in points); attacks:")
     lines += [f"  {a['attack']}: {a['description']}" for a in report["attacks"]]
     lines += [f"  {o.metric}: {o.label or o.metric}" for o in objectives]
     if any(e.get("is_default") for e in report["members"]):

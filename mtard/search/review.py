@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from mtard import pareto
 from mtard.errors import MtardError
 from mtard.search.records import Objective, Status, TrialRecord, first_unusable_objective, trained_budget
+from mtard.stats import Interval, accuracy_interval, overlap
 
 __all__ = ["Excluded", "HistoryPoint", "ReviewData", "compute_review", "objective_values"]
 
@@ -66,6 +67,36 @@ class ReviewData:
     def values(self, record: TrialRecord) -> tuple[float, ...]:
         """The record's objective values (NaN where missing or not a number)."""
         return objective_values(record, self.objectives)
+
+    def intervals(self, record: TrialRecord) -> tuple[Interval, ...]:
+        """95 % Wilson interval of each objective that is an accuracy on the validation images (NaN otherwise)."""
+        return tuple(objective_interval(record, o) for o in self.objectives)
+
+    def ties(self) -> list[dict]:
+        """Front neighbours (along objective 0) whose intervals overlap on an objective: not told apart at 95 %."""
+        out = []
+        for a, b in zip(self.front, self.front[1:]):
+            for o, ia, ib in zip(self.objectives, self.intervals(a), self.intervals(b)):
+                if not math.isnan(ia.low) and not math.isnan(ib.low) and overlap(ia, ib):
+                    out.append({"members": [a.trial_id, b.trial_id], "objective": o.metric})
+        return out
+
+
+SAMPLES_KEY = "val_samples"  # the validation images an epoch's accuracies were measured on (mtard.loop.validate)
+
+
+def samples(record: TrialRecord) -> int | None:
+    n = record.metrics.get(SAMPLES_KEY)
+    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) and n > 0 else None
+
+
+def objective_interval(record: TrialRecord, objective: Objective) -> Interval:
+    """The Wilson interval of an accuracy objective (`*_acc`) on the record's validation images; NaN when
+    the objective is not an accuracy or the record predates `val_samples`."""
+    n = samples(record)
+    if n is None or not objective.metric.endswith("_acc"):
+        return Interval(math.nan, math.nan)
+    return accuracy_interval(_number(record.metrics.get(objective.metric)), n)
 
 
 # ---------------------------------------------------------------- compute

@@ -43,6 +43,7 @@ import os
 import shlex
 import signal
 import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from mtard.errors import MtardError
@@ -186,7 +187,7 @@ def _save_space(space: SearchSpace, files: ExperimentFiles) -> None:
     atomic_write(files.local / SPACE, text)
 
 
-def _start_ray(address: str | None, space: SearchSpace) -> bool:
+def start_ray(address: str | None, space: SearchSpace) -> bool:
     """Connect to a cluster or start a local Ray; True if this process started it."""
     import ray
 
@@ -212,6 +213,32 @@ def _start_ray(address: str | None, space: SearchSpace) -> bool:
     return True
 
 
+@contextmanager
+def tune_environment(**extra: str):
+    """Tune settings a search (and a confirmation) runs under, unless the user set them; restored after.
+
+    Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
+    The legacy console output honours verbose=0 (the new one still prints its banner).
+    Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
+    crash); Tune would warn about that every few seconds on short epochs.
+    Trials stay in their process's working directory (the driver's locally, the job's working
+    dir on a cluster node), as Ray Train workers do: a relative teachers.catalog or data.root in
+    the space then means the same files in a trial as in the driver that checked them. Tune's
+    default moves each trial into its own log folder, where they are not.
+    """
+    quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0", **extra}
+    saved_env = {k: os.environ.get(k) for k in defaults}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
 def _run(
     space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool, interrupts: SearchInterrupts
 ) -> ReviewData:
@@ -221,23 +248,11 @@ def _run(
     from mtard.search import tune_adapter
     from mtard.search.rung_judge import start_judge
 
-    started = _start_ray(address, space)
+    started = start_ray(address, space)
     interrupts.install()  # ray.init replaced the SIGTERM handler
     judge = None
-    # Tune's experiment state every 2 s (default 10+): less to redo after a driver crash.
-    # The legacy console output honours verbose=0 (the new one still prints its banner).
-    # Each epoch's checkpoint with num_to_keep forces a state snapshot (wanted: less to redo after a
-    # crash); Tune would warn about that every few seconds on short epochs.
-    # Trials stay in their process's working directory (the driver's locally, the job's working
-    # dir on a cluster node), as Ray Train workers do: a relative teachers.catalog or data.root in
-    # the space then means the same files in a trial as in the driver that checked them. Tune's
-    # default moves each trial into its own log folder, where they are not.
-    quiet_snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
-    defaults = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0", quiet_snapshots: "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
-                "TUNE_DISABLE_SIGINT_HANDLER": "1"}  # SearchInterrupts handles SIGINT and SIGTERM alike
-    saved_env = {k: os.environ.get(k) for k in defaults}
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
+    environment = ExitStack()
+    environment.enter_context(tune_environment(TUNE_DISABLE_SIGINT_HANDLER="1"))  # SearchInterrupts handles SIGINT and SIGTERM alike
     try:
         capacity = tune_adapter.cluster_capacity()
         concurrency = plan_concurrency(space, capacity, tune_adapter.node_shapes())
@@ -291,9 +306,7 @@ def _run(
             _final_eval(files)
         return data
     finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
+        environment.close()
         if judge is not None:
             ray.kill(judge)
         if started:

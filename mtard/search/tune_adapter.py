@@ -47,7 +47,7 @@ from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, c
 from mtard.search.resources import uses_ray_train
 from mtard.search.rung_judge import RungClient
 from mtard.search.space import SearchSpace
-from mtard.storage import join, local_file, put_atomic, read_text, with_scheme
+from mtard.storage import get_file, join, local_file, put_atomic, read_text, with_scheme
 
 DEFAULT_KEY = "is_default"  # Tune config key marking the enqueued defaults trial
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # a reported checkpoint directory (Ray's TuneReportCallback name)
@@ -104,6 +104,15 @@ class TuneContext(Context):
             local = Path(directory) / BEST_FILE
             ckpt.save(local, payload)
             put_atomic(local, storage.storage_filesystem, storage.trial_fs_path, BEST_FILE)
+
+    def stored_best(self) -> dict | None:
+        """The `BEST_FILE` this trial saved (before a restart, too), or None."""
+        storage = _trial_storage()
+        with tempfile.TemporaryDirectory() as directory:
+            local = Path(directory) / BEST_FILE
+            if not get_file(storage.storage_filesystem, storage.trial_fs_path, BEST_FILE, local):
+                return None
+            return ckpt.read(local, self.device)
 
     def report(self, metrics: dict, payload: dict | None) -> None:
         if payload is None:

@@ -110,6 +110,7 @@ def _verify_member(m: dict, exp_dir: Path, names: list[str], evaluation: dict) -
     entry.update(
         split=report["split"], dataset=report["dataset"], eps=report["eps"], samples=report["samples"],
         test={r["attack"]: r["accuracy"] for r in report["results"]},
+        test_interval={r["attack"]: r["interval_95"] for r in report["results"]},
         descriptions={r["attack"]: r["description"] for r in report["results"]},
     )
     return entry
@@ -122,14 +123,14 @@ def write_verified(exp_dir: Path, report: dict) -> Path:
     json_path = exp_dir / "pareto_verified.json"
     atomic_write(json_path, json.dumps(json_safe(report), indent=2, ensure_ascii=False) + "\n")
     header = ["trial_id", "method", "is_default"] + [f"val:{o.metric}" for o in objectives]
-    header += ["attack", "description", "test_accuracy", "samples", "eps", "checkpoint", "error"]
+    header += ["attack", "description", "test_accuracy", "test_ci_low", "test_ci_high", "samples", "eps", "checkpoint", "error"]
     rows = []
     for e in report["members"]:
         head = [e["trial_id"], e["method"], e["is_default"]] + [e["val"].get(o.metric) for o in objectives]
         if "test" not in e:
-            rows.append(head + ["", "", None, None, None, e["checkpoint"], e["error"]])
+            rows.append(head + ["", "", None, None, None, None, None, e["checkpoint"], e["error"]])
             continue
         for a in names:
-            rows.append(head + [a, e["descriptions"][a], e["test"][a], e["samples"], e["eps"], e["checkpoint"], ""])
+            rows.append(head + [a, e["descriptions"][a], e["test"][a], *e["test_interval"][a], e["samples"], e["eps"], e["checkpoint"], ""])
     atomic_write(exp_dir / "pareto_verified.csv", csv_text(header, rows))
     return json_path
