@@ -15,6 +15,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -313,12 +314,43 @@ def _staircase(points: list[tuple[float, float]], directions: Sequence[str]) -> 
     return xs, ys
 
 
+@dataclass
+class _Canvas:
+    """What each layer of the Pareto figure needs: the axes, where a trial is drawn, its colour."""
+
+    ax: Any
+    data: ReviewData
+    dirs: list[str]
+    colour: dict[str, Any]  # method -> colour
+    one: bool  # one objective: x is the completion order
+    order: dict[int, int]  # id(record) -> completion order (1-based)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.data.fronts_by_method) > 1
+
+    @property
+    def front_ids(self) -> set[int]:
+        return {id(r) for r in self.data.front}
+
+    @property
+    def front_colour(self):
+        return "black" if self.multi else self.colour[self.data.front[0].method]
+
+    def xy(self, r: TrialRecord) -> tuple[float, float]:
+        v = self.data.values(r)
+        return (float(self.order[id(r)]), v[0]) if self.one else (v[0], v[1])
+
+    def finite(self, r: TrialRecord) -> bool:
+        return all(math.isfinite(c) for c in self.xy(r))
+
+
 def pareto_figure(data: ReviewData):  # -> matplotlib.figure.Figure
     """All trials, the front as a staircase, the defaults trial marked; one colour per method.
 
     Built on a bare `Figure` with the Agg canvas: no pyplot state, no display needed.
     With one objective the x axis is the completion order; with more than two, the first
-    two objectives are drawn.
+    two objectives are drawn. With the front's intervals known, a second panel zooms on it.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -330,98 +362,110 @@ def pareto_figure(data: ReviewData):  # -> matplotlib.figure.Figure
     fig = Figure(figsize=(15, 6) if zoom else (8, 6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots(1, 2, width_ratios=[1, 1])[0] if zoom else fig.add_subplot()
-    dirs = ["max", objs[0].direction] if one else [objs[0].direction, objs[1].direction]
-    order = {id(r): k for k, r in enumerate(data.records, 1)}
-
-    def xy(r: TrialRecord) -> tuple[float, float]:
-        v = data.values(r)
-        return (float(order[id(r)]), v[0]) if one else (v[0], v[1])
-
-    def finite(r: TrialRecord) -> bool:
-        return all(math.isfinite(c) for c in xy(r))
-
     palette = colormaps["tab10"]
-    colour = {m: palette(k % 10) for k, m in enumerate(data.methods)}
-    multi = len(data.fronts_by_method) > 1
-    front_ids = {id(r) for r in data.front}
+    canvas = _Canvas(
+        ax, data, ["max", objs[0].direction] if one else [objs[0].direction, objs[1].direction],
+        {m: palette(k % 10) for k, m in enumerate(data.methods)}, one, {id(r): k for k, r in enumerate(data.records, 1)},
+    )
+    for layer in (_draw_eligible, _draw_excluded, _draw_method_fronts, _draw_front, _draw_defaults, _extend_front, _label):
+        layer(canvas)
+    if zoom:
+        _front_zoom(fig.axes[1], data, canvas.dirs, [canvas.colour[r.method] for r in data.front])
+    return fig
 
-    # Eligible trials off the front: filled, faint.
-    for m in data.methods:
-        pts = [xy(r) for r in data.eligible if r.method == m and id(r) not in front_ids]
+
+def _draw_eligible(c: _Canvas) -> None:
+    """Eligible trials off the front: filled, faint."""
+    for m in c.data.methods:
+        pts = [c.xy(r) for r in c.data.eligible if r.method == m and id(r) not in c.front_ids]
         if pts:
-            ax.scatter(*zip(*pts), s=28, color=colour[m], alpha=0.45, edgecolors="none",
-                       label=f"{m or 'trial'} (complete)" if multi else "complete trials")
-    # Excluded trials with numbers: hollow. Those MO-ASHA stopped at a rung (their values there),
-    # faint and marked by that epoch; the others (a time budget, failed, running) grey.
-    by_rung = [r for r, _ in data.excluded if finite(r) and r.metrics.get(STOP_KEY)]
-    pts = [xy(r) for r in by_rung]
+            c.ax.scatter(*zip(*pts), s=28, color=c.colour[m], alpha=0.45, edgecolors="none",
+                         label=f"{m or 'trial'} (complete)" if c.multi else "complete trials")
+
+
+def _draw_excluded(c: _Canvas) -> None:
+    """Excluded trials with numbers: hollow. Those MO-ASHA stopped at a rung (their values there),
+    faint and marked by that epoch; the others (a time budget, failed, running) grey."""
+    by_rung = [r for r, _ in c.data.excluded if c.finite(r) and r.metrics.get(STOP_KEY)]
+    pts = [c.xy(r) for r in by_rung]
     if pts:
-        ax.scatter(*zip(*pts), s=24, facecolors="none", edgecolors="tab:red", alpha=0.5, linewidths=0.8,
-                   label="stopped by MO-ASHA (values at its rung)")
+        c.ax.scatter(*zip(*pts), s=24, facecolors="none", edgecolors="tab:red", alpha=0.5, linewidths=0.8,
+                     label="stopped by MO-ASHA (values at its rung)")
         for r, (x, y) in zip(by_rung, pts):
-            ax.annotate(f"e{r.epochs}", (x, y), xytext=(3, -8), textcoords="offset points", fontsize=6, color="tab:red", alpha=0.7)
-    pts = [xy(r) for r, _ in data.excluded if finite(r) and not r.metrics.get(STOP_KEY)]
+            c.ax.annotate(f"e{r.epochs}", (x, y), xytext=(3, -8), textcoords="offset points", fontsize=6, color="tab:red", alpha=0.7)
+    pts = [c.xy(r) for r, _ in c.data.excluded if c.finite(r) and not r.metrics.get(STOP_KEY)]
     if pts:
-        ax.scatter(*zip(*pts), s=28, facecolors="none", edgecolors="0.55", linewidths=0.9,
-                   label="not eligible (stopped / failed / running)")
-    # Per-method fronts when several methods compete.
-    if multi:
-        for m, rs in data.fronts_by_method.items():
-            sx, sy = _staircase([xy(r) for r in rs], dirs)
-            ax.plot(sx, sy, color=colour[m], lw=1.4, alpha=0.9,
-                    label=f"{m or '-'} front (HV {_fmt_hv(data.hypervolume_by_method[m])})")
-            own = [xy(r) for r in rs if id(r) not in front_ids]
-            if own:
-                ax.scatter(*zip(*own), s=36, color=colour[m], edgecolors="black", linewidths=0.4, zorder=3)
-    # The overall front.
-    if data.front:
-        fpts = [xy(r) for r in data.front]
-        sx, sy = _staircase(fpts, dirs)
-        line_colour = "black" if multi else colour[data.front[0].method]
-        ax.plot(sx, sy, color=line_colour, lw=2.2, zorder=4,
-                label=f"Pareto front (HV {_fmt_hv(data.hypervolume)})")
-        ax.scatter(*zip(*fpts), s=70, color=[colour[r.method] for r in data.front],
-                   edgecolors="black", linewidths=1.0, zorder=5)
-        for r, (x, y) in zip(data.front, fpts):
-            ax.annotate(r.trial_id, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7, zorder=6)
-    # The official-defaults trial(s).
-    eligible_ids = {id(r) for r in data.eligible}
-    for r in data.records:
-        if r.is_default and finite(r):
+        c.ax.scatter(*zip(*pts), s=28, facecolors="none", edgecolors="0.55", linewidths=0.9,
+                     label="not eligible (stopped / failed / running)")
+
+
+def _draw_method_fronts(c: _Canvas) -> None:
+    """One front per method, when several methods compete."""
+    if not c.multi:
+        return
+    for m, rs in c.data.fronts_by_method.items():
+        sx, sy = _staircase([c.xy(r) for r in rs], c.dirs)
+        c.ax.plot(sx, sy, color=c.colour[m], lw=1.4, alpha=0.9, label=f"{m or '-'} front (HV {_fmt_hv(c.data.hypervolume_by_method[m])})")
+        own = [c.xy(r) for r in rs if id(r) not in c.front_ids]
+        if own:
+            c.ax.scatter(*zip(*own), s=36, color=c.colour[m], edgecolors="black", linewidths=0.4, zorder=3)
+
+
+def _draw_front(c: _Canvas) -> None:
+    """The overall front: a staircase through its members, each named."""
+    if not c.data.front:
+        return
+    fpts = [c.xy(r) for r in c.data.front]
+    sx, sy = _staircase(fpts, c.dirs)
+    c.ax.plot(sx, sy, color=c.front_colour, lw=2.2, zorder=4, label=f"Pareto front (HV {_fmt_hv(c.data.hypervolume)})")
+    c.ax.scatter(*zip(*fpts), s=70, color=[c.colour[r.method] for r in c.data.front], edgecolors="black", linewidths=1.0, zorder=5)
+    for r, (x, y) in zip(c.data.front, fpts):
+        c.ax.annotate(r.trial_id, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7, zorder=6)
+
+
+def _draw_defaults(c: _Canvas) -> None:
+    """The official-defaults trial(s): a star, hollow when not eligible."""
+    eligible_ids = {id(r) for r in c.data.eligible}
+    for r in c.data.records:
+        if r.is_default and c.finite(r):
             eligible = id(r) in eligible_ids
-            ax.scatter(*xy(r), marker="*", s=260, zorder=7, linewidths=1.0, edgecolors="black",
-                       facecolors=colour[r.method] if eligible else "none",
-                       label=f"official defaults{f' ({r.method})' if r.method else ''}"
-                       + ("" if eligible else " - not eligible"))
+            c.ax.scatter(*c.xy(r), marker="*", s=260, zorder=7, linewidths=1.0, edgecolors="black",
+                         facecolors=c.colour[r.method] if eligible else "none",
+                         label=f"official defaults{f' ({r.method})' if r.method else ''}" + ("" if eligible else " - not eligible"))
 
-    # Extend the front's staircase to the plot's edges, so the dominated region reads as a region.
-    if data.front and not one:
-        ax.autoscale_view()
-        ax.set_autoscale_on(False)
-        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-        worse_x = x0 if dirs[0] == "max" else x1
-        worse_y = y0 if dirs[1] == "max" else y1
-        sign = [1 if d == "max" else -1 for d in dirs]
-        best_y = max(fpts, key=lambda p: sign[1] * p[1])
-        best_x = max(fpts, key=lambda p: sign[0] * p[0])
-        ax.plot([worse_x, best_y[0]], [best_y[1], best_y[1]], color=line_colour, lw=1.0, ls=":", zorder=4)
-        ax.plot([best_x[0], best_x[0]], [best_x[1], worse_y], color=line_colour, lw=1.0, ls=":", zorder=4)
 
-    ax.set_xlabel("trial (completion order)" if one else objs[0].axis_label)
-    ax.set_ylabel(objs[0].axis_label if one else objs[1].axis_label)
+def _extend_front(c: _Canvas) -> None:
+    """The front's staircase extended to the plot's edges, so the dominated region reads as a region."""
+    if not c.data.front or c.one:
+        return
+    fpts = [c.xy(r) for r in c.data.front]
+    c.ax.autoscale_view()
+    c.ax.set_autoscale_on(False)
+    (x0, x1), (y0, y1) = c.ax.get_xlim(), c.ax.get_ylim()
+    worse_x = x0 if c.dirs[0] == "max" else x1
+    worse_y = y0 if c.dirs[1] == "max" else y1
+    sign = [1 if d == "max" else -1 for d in c.dirs]
+    best_y = max(fpts, key=lambda p: sign[1] * p[1])
+    best_x = max(fpts, key=lambda p: sign[0] * p[0])
+    c.ax.plot([worse_x, best_y[0]], [best_y[1], best_y[1]], color=c.front_colour, lw=1.0, ls=":", zorder=4)
+    c.ax.plot([best_x[0], best_x[0]], [best_x[1], worse_y], color=c.front_colour, lw=1.0, ls=":", zorder=4)
+
+
+def _label(c: _Canvas) -> None:
+    """Axis labels, the title (hypervolume, counts), grid and legend."""
+    objs, data = c.data.objectives, c.data
+    c.ax.set_xlabel("trial (completion order)" if c.one else objs[0].axis_label)
+    c.ax.set_ylabel(objs[0].axis_label if c.one else objs[1].axis_label)
     extra = f" (first two of {len(objs)} objectives)" if len(objs) > 2 else ""
-    ax.set_title(
+    c.ax.set_title(
         f"Pareto front{extra}: hypervolume {_fmt_hv(data.hypervolume)}\n"
         f"{len(data.front)} on the front, {len(data.eligible)} eligible of {len(data.records)} trials, "
         f"{data.total_epochs} epochs trained",
         fontsize=10,
     )
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    if zoom:
-        _front_zoom(fig.axes[1], data, dirs, [colour[r.method] for r in data.front])
-    return fig
+    c.ax.grid(True, alpha=0.3)
+    if c.ax.get_legend_handles_labels()[0]:
+        c.ax.legend(fontsize=8, loc="best", framealpha=0.85)
 
 
 def _front_zoom(ax, data: ReviewData, dirs: list[str], colours: list) -> None:
