@@ -159,6 +159,7 @@ class Context:
 
     rank = 0
     world_size = 1
+    max_steps_per_epoch = 0  # 0: whole epochs; `mtard search --plan` times a few steps per epoch
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -406,6 +407,8 @@ def fit(cfg: TrainConfig, ctx: Context) -> dict:
             samples += len(y)
             if (step + 1) % check_every == 0:
                 _stop_if_diverged(log, cfg, epoch, lr)
+            if step + 1 == ctx.max_steps_per_epoch:
+                break
         _stop_if_diverged(log, cfg, epoch, lr)
         train_time = time.perf_counter() - t0
 
