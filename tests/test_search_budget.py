@@ -189,3 +189,67 @@ def test_the_searcher_waits_for_running_trials_then_finishes_with_the_reason(tmp
         append_record(files.records, rec(tid, 0.5, 0.2))
     assert search.suggest("d") == Searcher.FINISHED
     assert files.read_stop_reason().startswith("budget spent: 8 epochs spent, 0 running")
+
+
+# ---------------------------------------------------------------- slow: real searches
+
+
+def _rules_space(folder: Path, catalog: Path, *, num_samples: int, epochs: int, space: dict, **rules) -> Path:
+    from test_search_run import write_space
+
+    path = write_space(folder, catalog, num_samples=num_samples, epochs=epochs, space=space, max_concurrent=1)
+    data = yaml.safe_load(path.read_text())
+    data["budget"].update(rules.pop("budget", {}))
+    data.update(rules)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_a_budget_of_two_trials_survives_a_sigkill_and_a_larger_one_on_resume_runs_one_more(
+    tmp_path: Path, trained_teachers: Path, local_ray,
+) -> None:
+    from test_search_resume import _kill_session, _start_search, _wait_for
+    from test_search_run import read_lines
+
+    from mtard.search.run import run_search
+    from mtard.search.space import load_space
+
+    catalog = trained_teachers
+    lr = {"optim.lr": {"loguniform": [0.01, 0.2]}}
+    space = _rules_space(tmp_path / "space", catalog, num_samples=6, epochs=1, space=lr, budget={"total": {"epochs": 2}})
+    exp = tmp_path / "runs" / "b"
+    proc = _start_search([str(space), "--storage", str(tmp_path / "runs"), "--name", "b"], tmp_path, tmp_path / "first.log")
+    try:
+        _wait_for(lambda: (exp / "records.jsonl").is_file() and (exp / "records.jsonl").read_text().count("\n") >= 1,
+                  400, proc, "the first finished trial", poll=0.05)
+    finally:
+        _kill_session(proc)
+    first = read_lines(exp / "records.jsonl")
+    assert len(first) == 1 and first[0]["device_kind"] == "CPU"
+    assert first[0]["device_seconds"] == first[0]["train_time_s"] > 0  # 1 CPU per trial
+
+    data = run_search(resume=str(exp), storage=None)
+    assert len(data.records) == 2, "the spent cost survived the kill: the budget allowed one more trial, not two"
+    assert data.stop_reason.startswith("budget spent: 2 epochs spent, 0 running") and data.total_epochs == 2
+    summary = yaml.safe_load((exp / "pareto.json").read_text())
+    assert summary["stop_reason"] == data.stop_reason and summary["device_hours"] == pytest.approx(data.device_hours)
+
+    bigger = _rules_space(tmp_path / "bigger", catalog, num_samples=6, epochs=1, space=lr, budget={"total": {"epochs": 3}})
+    data = run_search(bigger, resume=str(exp))
+    assert len(data.records) == 3 and data.stop_reason.startswith("budget spent: 3 epochs spent")
+    assert load_space(exp / "space.yaml").budget["total"] == {"epochs": 3}  # what a later --resume continues
+
+
+@pytest.mark.slow
+def test_a_front_that_cannot_improve_stops_after_the_plateau_window(tmp_path: Path, trained_teachers: Path, local_ray) -> None:
+    from mtard.search.run import run_search
+
+    # How often the loss is checked for NaN changes nothing the trial learns: every trial lands on one point.
+    space = _rules_space(tmp_path / "space", trained_teachers, num_samples=8, epochs=1,
+                         space={"runtime.divergence_check_every": {"choice": [50, 1, 2, 3]}},
+                         stop={"hypervolume_plateau": {"window": 2, "min_improvement": 0.01, "min_trials": 1}})
+    data = run_search(space, storage=str(tmp_path / "runs"), name="p")
+    assert len(data.records) == 3  # the first sets the front, then 2 finished trials without a gain
+    assert len({(r.metrics["val_clean_acc"], r.metrics["val_pgd_acc"]) for r in data.records}) == 1
+    assert data.stop_reason.startswith("hypervolume plateau: ") and "up 0.00%" in data.stop_reason

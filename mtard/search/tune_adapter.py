@@ -240,13 +240,13 @@ class MtardOptunaSearch(OptunaSearch):
         # (`space=` is OptunaSearch's own: the define-by-run function)
         self._budget = int(mtard_space.budget["epochs"])
         self._files = files
+        self.stop_reason = ""  # set when the rule ended the search (saved with Tune's state)
         self._use_space(mtard_space)
         super().__init__(*args, **kwargs)
 
     def _use_space(self, space: SearchSpace) -> None:
         self._rule = space.stop_rule()
         self._objectives = list(space.objectives)
-        self.stop_reason = ""  # set when the rule ended the search
         self._waiting_for = ""  # the last reason printed while trials still ran
         self._records_cache: tuple[tuple[int, int], list[TrialRecord]] | None = None
 
@@ -334,6 +334,7 @@ class ReopeningSearchGenerator(SearchGenerator):
             searcher = searcher.searcher
         if getattr(searcher, "stop_reason", ""):
             self._finished = False
+            searcher.stop_reason = ""
 
 
 def new_search_algorithm(space: SearchSpace, files: ExperimentFiles, name: str, concurrency: int) -> ReopeningSearchGenerator:
