@@ -253,3 +253,20 @@ def test_a_front_that_cannot_improve_stops_after_the_plateau_window(tmp_path: Pa
     assert len(data.records) == 3  # the first sets the front, then 2 finished trials without a gain
     assert len({(r.metrics["val_clean_acc"], r.metrics["val_pgd_acc"]) for r in data.records}) == 1
     assert data.stop_reason.startswith("hypervolume plateau: ") and "up 0.00%" in data.stop_reason
+
+
+@pytest.mark.slow
+def test_plan_times_the_base_config_here_and_in_a_ray_task(tmp_path: Path, trained_teachers: Path, local_ray, monkeypatch, capsys) -> None:
+    from mtard.cli import main
+    from mtard.search.plan import measure_epoch
+    from mtard.search.space import load_space
+
+    path = _rules_space(tmp_path / "space", trained_teachers, num_samples=4, epochs=3, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
+    main(["search", str(path), "--plan", "--num-samples", "10"])
+    out = capsys.readouterr().out
+    assert "measured on cpu (1 CPU thread(s))" in out and "search of 10 trials: at most" in out
+    assert not (tmp_path / "runs").exists()  # nothing of a search was written
+    # On a cluster (here: the test's Ray, as a `ray job submit` job sees it) the timing runs in a Ray task.
+    monkeypatch.setenv("RAY_ADDRESS", local_ray.get_runtime_context().gcs_address)
+    timing = measure_epoch(load_space(path))
+    assert timing.samples_per_s > 0 and timing.validation_s > 0 and timing.train_samples > 0

@@ -184,8 +184,11 @@ def measure_epoch(space: SearchSpace, *, address: str | None = None) -> EpochTim
         ray.init(address=address, configure_logging=False, log_to_driver=False)
     try:
         shape = worker_resources(space)
+        r = space.resources
+        custom = {k: v for k, v in shape.items() if k in r["custom"]}  # accelerator_type goes by its own option
         task = ray.remote(
-            num_cpus=shape.pop("CPU", 0), num_gpus=shape.pop("GPU", 0), resources=shape or None,
+            num_cpus=shape.get("CPU", 0), num_gpus=shape.get("GPU", 0), resources=custom or None,
+            accelerator_type=r["accelerator_type"] or None,
         )(_checked)
         return ray.get(task.remote(time_epoch, cfg))
     finally:
