@@ -110,7 +110,10 @@ def plan_cost(epoch_s: float, space: SearchSpace) -> CostPlan:
     elif "device_hours" in total:
         cap = total["device_hours"] * HOUR / (epoch_s * devices.count)
     s = space.scheduler
-    assumptions = [f"one epoch = {epoch_s:.4g} s on {devices.count:g} {devices.kind}(s) per trial; start-up not counted"]
+    assumptions = [
+        f"one epoch = {epoch_s:.4g} s on {devices.count:g} {devices.kind}(s) per trial, as timed with no trial beside it "
+        f"(trials sharing a node's CPUs or a GPU run slower); start-up not counted"
+    ]
     if s["name"] == "moasha":
         assumptions.append(
             f"MO-ASHA rungs {s['rungs']}, eta {s['eta']}: 1/{s['eta']} of the trials at a rung go on "
