@@ -137,10 +137,28 @@ def _teachers_train(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from mtard.search.run import run_search
 
+    if args.plan:
+        _plan(args)
+        return
     run_search(
         args.space, storage=args.storage, name=args.name, address=args.address, resume=args.resume,
         num_samples=args.num_samples, final_eval=args.final_eval,
     )
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from mtard.errors import MtardError
+    from mtard.search.plan import plan_search
+    from mtard.search.space import load_space
+
+    if args.resume:
+        raise MtardError("--plan estimates a new search; it does not take --resume")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise MtardError(f"--num-samples must be >= 1, got {args.num_samples}")
+    space = load_space(args.space)
+    if args.num_samples is not None:
+        space.num_samples = args.num_samples
+    print(plan_search(space, address=args.address))
 
 
 def _evaluate_front(args: argparse.Namespace) -> None:
@@ -244,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search, e.g. runs/digits_tiny")
     p.add_argument("--final-eval", action="store_true", help="afterwards, evaluate the front on the test split")
     p.add_argument("--num-samples", type=int, help="override the space's num_samples")
+    p.add_argument("--plan", action="store_true", help="train nothing: time a few steps of the base config where a trial "
+                   "would run and print the search's cost in device-hours (upper bound and expected under MO-ASHA)")
     p.set_defaults(func=_search)
 
     p = sub.add_parser("evaluate-front", help="evaluate a search's Pareto front on the test split (full attack suite)")

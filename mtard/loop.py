@@ -169,6 +169,7 @@ class Context:
 
     rank = 0
     world_size = 1
+    max_steps_per_epoch = 0  # 0: whole epochs; `mtard search --plan` times a few steps per epoch
 
     def __init__(self, device: torch.device, stop_rule: StopRule | None = None):
         self.device = device
@@ -464,6 +465,8 @@ def _train_epoch(
         samples += len(y)
         if (step + 1) % check_every == 0:
             _stop_if_diverged(log, cfg, epoch, lr)
+        if step + 1 == ctx.max_steps_per_epoch:
+            break
     _stop_if_diverged(log, cfg, epoch, lr)
     return log, samples
 

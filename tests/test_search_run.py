@@ -167,13 +167,15 @@ def test_classify_decides_every_status_in_one_place() -> None:
 
 
 def test_optuna_searcher_tells_failures_as_failures(tmp_path: Path) -> None:
+    from mtard.search.files import ExperimentFiles
     from mtard.search.tune_adapter import DEFAULT_KEY, MtardOptunaSearch
 
     space = _space()
+    space.budget["epochs"] = 3  # the whole budget of the trials told below
     search = MtardOptunaSearch(
         space=space.define_by_run, metric=space.metrics, mode=space.modes, points_to_evaluate=[space.default_point()],
         sampler=space.make_sampler(), study_name="s", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
-        budget=3,
+        mtard_space=space, files=ExperimentFiles(str(tmp_path), "s"),
     )
     configs = {t: search.suggest(t) for t in ("a", "b", "c", "d", "e", "f")}
     assert configs["a"] == {"optim.lr": 0.05, DEFAULT_KEY: True}

@@ -6,6 +6,7 @@
     checkpoints.json               each trial's newest checkpoint as the driver saw it (resume reads it)
     rungs.jsonl                    MO-ASHA's rung decisions (scheduler: moasha), one line each; resume reads it
     driver.lock, driver.lease      the driver holding the experiment (mtard.search.lock)
+    stop_reason.json               why the search started no more trials (budget.total, stop:), if it did
     pareto.csv/json, trials.csv,   the review (mtard.search.render), rewritten after every trial
     hypervolume.csv, review/       review/ is a TensorBoard run: the front figure, hypervolume curves
     trial-<id>/                    Tune's trial dir: result.json, progress.csv, TensorBoard curves +
@@ -36,6 +37,7 @@ STUDY = "study.db"
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.json"
 RUNGS = "rungs.jsonl"  # MO-ASHA's decisions, appended and fsync'ed by the rung judge (mtard.search.rung_judge)
+STOP_REASON = "stop_reason.json"  # written when budget.total or stop: ends the search (mtard.search.budget)
 REVIEW_FILES = ("pareto.csv", "pareto.json", "trials.csv", "hypervolume.csv")
 REVIEW_RUN = "review"  # TensorBoard run (sub-directory of the experiment) holding the review
 VERIFIED_FILES = ("pareto_verified.json", "pareto_verified.csv")
@@ -60,7 +62,7 @@ def train_run_name(trial_id: str) -> str:
 class ExperimentFiles:
     """The driver-side files of an experiment: a local directory, mirrored to a storage URI if any."""
 
-    FILES = (SPACE, BASE_CONFIG, STUDY, RECORDS, CHECKPOINTS, RUNGS, *REVIEW_FILES)
+    FILES = (SPACE, BASE_CONFIG, STUDY, RECORDS, CHECKPOINTS, RUNGS, STOP_REASON, *REVIEW_FILES)
 
     def __init__(self, storage_root: str, name: str):
         self.storage = storage_root
@@ -102,6 +104,21 @@ class ExperimentFiles:
         """On --resume from a URI: fetch the driver-side files that are not here yet."""
         if self.remote is not None:
             storage.download_missing(self.remote, self.local, self.FILES, dirs=(REVIEW_RUN,))
+
+    # -------- why the search started no more trials
+
+    def read_stop_reason(self) -> str:
+        try:
+            return str(json.loads((self.local / STOP_REASON).read_text()).get("reason", ""))
+        except (OSError, ValueError, AttributeError):
+            return ""
+
+    def write_stop_reason(self, reason: str) -> None:
+        atomic_write(self.local / STOP_REASON, json.dumps({"reason": reason}) + "\n")
+
+    def clear_stop_reason(self) -> None:
+        """On --resume: the search goes on (a larger budget may let it); a new reason is written if it stops again."""
+        (self.local / STOP_REASON).unlink(missing_ok=True)
 
     # -------- each trial's newest checkpoint
 

@@ -81,6 +81,10 @@ class TrialRecord:
     # Seconds the trial spent in its epochs (training + validation), summed over every epoch it
     # trained, across restarts: the compute a search paid for this trial's numbers.
     train_time_s: float = 0.0
+    # What those seconds cost: train_time_s × the devices the trial held (its GPUs, or its CPUs on a
+    # CPU trial; `device_kind` says which). See mtard.search.budget.
+    device_seconds: float = 0.0
+    device_kind: str = ""  # "GPU" | "CPU" ("" in records written before costs were kept)
     # Seconds from the trial's start (Tune) to its first training step, in its last run; None if unknown.
     startup_s: float | None = None
 

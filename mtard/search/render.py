@@ -42,6 +42,7 @@ FIGURE_TAG = "pareto/front"
 TABLE_TAG = "pareto/table"
 HV_TRIALS_TAG = "hypervolume/vs_completed_trials"
 HV_EPOCHS_TAG = "hypervolume/vs_training_epochs"
+HV_DEVICE_TAG = "hypervolume/vs_device_seconds"  # TensorBoard steps are integers: seconds, not hours
 HV_METHOD_TAG = "hypervolume_by_method/{method}"  # step = completed trials
 
 
@@ -88,7 +89,7 @@ def _trial_columns(data: ReviewData) -> tuple[list[str], Any]:
         + list(data.param_names)
         + ["method"]
         + [f"teacher_{role}" for role in roles]
-        + ["checkpoint", "is_default", "epochs", "budget", "train_time_s", "startup_s"]
+        + ["checkpoint", "is_default", "epochs", "budget", "train_time_s", "device_seconds", "device_kind", "startup_s"]
     )
 
     def row(r: TrialRecord) -> list[Any]:
@@ -100,7 +101,8 @@ def _trial_columns(data: ReviewData) -> tuple[list[str], Any]:
             + [r.params.get(p) for p in data.param_names]
             + [r.method]
             + [r.teachers.get(role, "") for role in roles]
-            + [r.checkpoint, bool(r.is_default), int(r.epochs), int(r.budget), float(r.train_time_s), r.startup_s]
+            + [r.checkpoint, bool(r.is_default), int(r.epochs), int(r.budget), float(r.train_time_s),
+               float(r.device_seconds), r.device_kind, r.startup_s]
         )
 
     return header, row
@@ -124,6 +126,8 @@ def _member(data: ReviewData, r: TrialRecord) -> dict[str, Any]:
         "epochs": r.epochs,
         "budget": r.budget,
         "train_time_s": r.train_time_s,
+        "device_seconds": r.device_seconds,
+        "device_kind": r.device_kind,
         "startup_s": r.startup_s,
         "metrics": dict(r.metrics),
     }
@@ -142,6 +146,10 @@ def review_json(data: ReviewData) -> dict[str, Any]:
             "n_eligible": len(data.eligible),
             "total_epochs": data.total_epochs,
             "interval": "95 % Wilson interval of each accuracy on its `samples` validation images (scipy.stats.binomtest)",
+            "device_kind": data.device_kind,
+            "device_hours": data.device_hours,
+            "device_hours_per_front_member": data.device_hours_per_front_member,
+            "stop_reason": data.stop_reason,
             "front": [_member(data, r) for r in data.front],
             "indistinguishable": data.ties(),
             "fronts_by_method": {m: [r.trial_id for r in rs] for m, rs in data.fronts_by_method.items()},
@@ -150,9 +158,9 @@ def review_json(data: ReviewData) -> dict[str, Any]:
     )
 
 
-def write_review(exp_dir: Path, records: list[TrialRecord], objectives: list[Objective]) -> ReviewData:
+def write_review(exp_dir: Path, records: list[TrialRecord], objectives: list[Objective], *, stop_reason: str = "") -> ReviewData:
     """Compute the review and write pareto.csv, pareto.json, trials.csv and hypervolume.csv into `exp_dir`."""
-    data = compute_review(records, objectives)
+    data = compute_review(records, objectives, stop_reason=stop_reason)
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     header, row = _trial_columns(data)
@@ -175,9 +183,10 @@ def write_review(exp_dir: Path, records: list[TrialRecord], objectives: list[Obj
     atomic_write(
         exp_dir / "hypervolume.csv",
         csv_text(
-            ["n_completed", "total_epochs", "hypervolume", "trial_id"] + [f"hypervolume_{m}" for m in methods],
+            ["n_completed", "total_epochs", "device_hours", "hypervolume", "trial_id"] + [f"hypervolume_{m}" for m in methods],
             (
-                [h.n_completed, h.total_epochs, h.hypervolume, h.trial_id] + [h.hypervolume_by_method.get(m) for m in methods]
+                [h.n_completed, h.total_epochs, h.device_seconds / 3600.0, h.hypervolume, h.trial_id]
+                + [h.hypervolume_by_method.get(m) for m in methods]
                 for h in data.history
             ),
         ),
@@ -210,6 +219,10 @@ def render_front_table(data: ReviewData) -> str:
         f"({data.n_completed} completed, {len(data.records)} in all, {data.total_epochs} epochs trained); "
         f"hypervolume {_fmt_hv(data.hypervolume)} (reference {ref})"
     ]
+    if data.device_kind:
+        lines.append(f"cost: {_cost(data)}")
+    if data.stop_reason:
+        lines.append(f"the search started no more trials: {data.stop_reason}")
     for o in data.objectives:
         lines.append(f"  {o.metric}: {o.label or o.metric} ({o.direction})")
     roles = _teacher_roles(data.front)
@@ -272,6 +285,13 @@ def _noise_lines(data: ReviewData) -> list[str]:
     return lines
 
 
+def _cost(data: ReviewData) -> str:
+    unit = f"{data.device_kind}-hours"
+    per = data.device_hours_per_front_member
+    each = f", {per:.4g} per front member" if math.isfinite(per) else ""
+    return f"{data.device_hours:.4g} {unit} in the trials' epochs ({data.total_epochs} epochs){each}"
+
+
 def _markdown(data: ReviewData) -> str:
     """The front as a Markdown table (TensorBoard's text dashboard renders it)."""
     header = ["trial"] + [o.metric for o in data.objectives] + ["method"] + list(data.param_names)
@@ -282,7 +302,12 @@ def _markdown(data: ReviewData) -> str:
         + [_fmt(r.params.get(p)) for p in data.param_names]
         for r in data.front
     ]
-    text = [f"**hypervolume {_fmt_hv(data.hypervolume)}**, {len(data.front)} on the front of {len(data.eligible)} eligible trials", ""]
+    text = [f"**hypervolume {_fmt_hv(data.hypervolume)}**, {len(data.front)} on the front of {len(data.eligible)} eligible trials"]
+    if data.device_kind:
+        text.append(f"cost: {_cost(data)}")
+    if data.stop_reason:
+        text.append(f"the search started no more trials: {data.stop_reason}")
+    text.append("")
     text.append("| " + " | ".join(header) + " |")
     text.append("|" + "---|" * len(header))
     text += ["| " + " | ".join(r) + " |" for r in rows]
@@ -549,6 +574,7 @@ class TensorBoardReview:
             if math.isfinite(h.hypervolume):
                 w.add_scalar(HV_TRIALS_TAG, h.hypervolume, h.n_completed)
                 w.add_scalar(HV_EPOCHS_TAG, h.hypervolume, h.total_epochs)
+                w.add_scalar(HV_DEVICE_TAG, h.hypervolume, round(h.device_seconds))
             for m, hv in h.hypervolume_by_method.items():
                 if math.isfinite(hv):
                     w.add_scalar(HV_METHOD_TAG.format(method=m or "none"), hv, h.n_completed)
@@ -580,19 +606,18 @@ class TensorBoardReview:
 
 def review_search(
     exp_dir: Path, records: list[TrialRecord], objectives: list[Objective], *,
-    board: TensorBoardReview | None = None, push: Callable[[], None] | None = None,
+    board: TensorBoardReview | None = None, push: Callable[[], None] | None = None, stop_reason: str = "",
 ) -> ReviewData:
     """One review of a search, in its one order: compute it, write its files into `exp_dir`, draw it
     in TensorBoard (`board`: a caller that reviews again keeps one open), then `push` the files to
     the storage. The search's callback after each trial, the end of `mtard search` and
-    `mtard compare` all review through here."""
-    data = write_review(exp_dir, records, objectives)
+    `mtard compare` all review through here. `stop_reason`: why the search started no more trials."""
+    data = write_review(exp_dir, records, objectives, stop_reason=stop_reason)
     if board is not None:
         board.write(data)
     if push is not None:
         push()
     return data
-
 
 
 # ---------------------------------------------------------------- test-set verification

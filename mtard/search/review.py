@@ -43,6 +43,7 @@ class HistoryPoint:
     hypervolume: float  # of the front of the eligible trials so far
     trial_id: str  # the trial that just completed
     hypervolume_by_method: dict[str, float] = field(default_factory=dict)
+    device_seconds: float = 0.0  # spent so far by all trials up to this one in record order (like total_epochs)
 
 
 @dataclass
@@ -63,6 +64,18 @@ class ReviewData:
     param_names: list[str]  # every searched dotted path, in order of first appearance
     n_completed: int  # trials with status "complete"
     total_epochs: int  # epochs trained by all trials
+    device_seconds: float = 0.0  # spent by all trials (mtard.search.budget: GPUs or CPUs × time in epochs)
+    device_kind: str = ""  # "GPU" | "CPU" | "" (records without costs)
+    stop_reason: str = ""  # why the search started no more trials (budget, plateau), "" if it ran them all
+
+    @property
+    def device_hours(self) -> float:
+        return self.device_seconds / 3600.0
+
+    @property
+    def device_hours_per_front_member(self) -> float:
+        """What the search spent per trial it put on the front (NaN with an empty front)."""
+        return self.device_hours / len(self.front) if self.front else math.nan
 
     def values(self, record: TrialRecord) -> tuple[float, ...]:
         """The record's objective values (NaN where missing or not a number)."""
@@ -155,8 +168,11 @@ def _front(records: list[TrialRecord], points: list[tuple[float, ...]], directio
     return [records[i] for i in pareto.sort_front(points, idx, directions)]  # type: ignore[arg-type]
 
 
-def compute_review(records: list[TrialRecord], objectives: list[Objective]) -> ReviewData:
-    """The front, per-method fronts, hypervolumes, history and exclusions of a search (pure)."""
+def compute_review(records: list[TrialRecord], objectives: list[Objective], *, stop_reason: str = "") -> ReviewData:
+    """The front, per-method fronts, hypervolumes, history, costs and exclusions of a search (pure).
+
+    `stop_reason`: why the search started no more trials (it is the search's, not the records').
+    """
     if not objectives:
         raise MtardError("a review needs at least one objective")
     records = list(records)
@@ -174,11 +190,13 @@ def compute_review(records: list[TrialRecord], objectives: list[Objective]) -> R
     history: list[HistoryPoint] = []
     by_method: dict[str, list[TrialRecord]] = {}
     n_completed = total_epochs = 0
+    spent_s = 0.0
     for r in records:
         if r.method not in methods:
             methods.append(r.method)
         param_names.extend(p for p in r.params if p not in param_names)
         total_epochs += int(r.epochs)
+        spent_s += float(r.device_seconds)
         why = _exclusion(r, objectives)
         if why:
             excluded.append(Excluded(r, why))
@@ -190,7 +208,7 @@ def compute_review(records: list[TrialRecord], objectives: list[Objective]) -> R
         n_completed += 1
         hv = _hypervolume([values(e) for e in eligible], objectives, reference)
         hv_m = {m: _hypervolume([values(e) for e in rs], objectives, reference) for m, rs in by_method.items()}
-        history.append(HistoryPoint(n_completed, total_epochs, hv, r.trial_id, hv_m))
+        history.append(HistoryPoint(n_completed, total_epochs, hv, r.trial_id, hv_m, spent_s))
 
     points = [values(r) for r in eligible]
     front = _front(eligible, points, directions)
@@ -216,6 +234,9 @@ def compute_review(records: list[TrialRecord], objectives: list[Objective]) -> R
         param_names=param_names,
         n_completed=n_completed,
         total_epochs=total_epochs,
+        device_seconds=spent_s,
+        device_kind="/".join(sorted({r.device_kind for r in records if r.device_kind})),
+        stop_reason=stop_reason,
     )
 
 

@@ -28,6 +28,14 @@ Decisions worth knowing:
 * One driver per experiment (`mtard.search.lock`), held from the first check to the end.
 * SIGINT / SIGTERM (`SearchInterrupts`): Tune stops the trials and saves its state, and the
   search ends with `mtard.errors.Interrupted` (exit 130 / 143) saying how to continue.
+  A SPACE given with --resume may differ from the
+  saved one in `budget.total` and `stop:` only (e.g. a larger budget extends a spent one); it then
+  replaces the saved space.yaml, which the resumed searcher reads. The spent cost comes from the
+  records, so a resumed search never starts its budget afresh.
+* Budget and plateau (`mtard.search.budget`): the searcher starts no trial that could pass
+  `budget.total`, and none once the front's hypervolume stopped moving (`stop:`); the search then
+  ends normally (study, records, review complete) with the reason in stop_reason.json, the
+  review (pareto.json `stop_reason`) and the final table.
 * Ray. `address` (or $RAY_ADDRESS, as in a `ray job submit` job) joins that cluster;
   otherwise a new local Ray starts (`address="local"`: never another cluster found on the
   machine) and stops at the end. Trial processes are reused between trials (`reuse_actors`).
@@ -148,12 +156,27 @@ def _resumed_experiment(resume: str, *, space, name, num_samples) -> tuple[Exper
     if not (files.local / SPACE).is_file():
         raise MtardError(f"--resume {resume}: no {SPACE} there; point at an experiment directory written by `mtard search` (runs/<name>)")
     saved = load_space(files.local / SPACE)
-    if space and load_space(space).to_yaml_dict(base=BASE_CONFIG) != saved.to_yaml_dict(base=BASE_CONFIG):
+    if not space:
+        return files, saved
+    given = load_space(space)
+    if _without_stop_rules(given) != _without_stop_rules(saved):
         raise MtardError(
-            f"{space} differs from the space this search started with ({files.local / SPACE}); "
-            f"resume without SPACE, or start a new search with --name"
+            f"{space} differs from the space this search started with ({files.local / SPACE}) in more than "
+            f"budget.total and stop:; resume without SPACE, or start a new search with --name"
         )
-    return files, saved
+    if given.to_yaml_dict(base=BASE_CONFIG) != saved.to_yaml_dict(base=BASE_CONFIG):
+        print(f"[search] resuming with {space}'s budget.total {given.budget['total']} and stop: {given.stop or 'none'} "
+              f"(were {saved.budget['total']} and {saved.stop or 'none'})", flush=True)
+        _save_space(given, files)
+    return files, given
+
+
+def _without_stop_rules(space: SearchSpace) -> dict:
+    """The space as saved, less what a resume may change (`budget.total`, `stop:`)."""
+    data = space.to_yaml_dict(base=BASE_CONFIG)
+    data["budget"] = {k: v for k, v in data["budget"].items() if k != "total"}
+    data.pop("stop")
+    return data
 
 
 def _check_storage(files: ExperimentFiles) -> None:
@@ -273,6 +296,7 @@ def _run(
             flush=True,
         )
         if restoring:
+            files.clear_stop_reason()  # the resumed searcher asks the (maybe larger) budget again
             if not tune.Tuner.can_restore(files.uri):
                 raise MtardError(f"--resume {files.uri}: Tune saved no experiment state there yet (the search died too early); start it again without --resume")
             _repair_before_resume(files, space)
@@ -338,9 +362,8 @@ def _new_tuner(space: SearchSpace, files: ExperimentFiles, trainable, concurrenc
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=tune_adapter.new_searcher(space, files, files.name),
+            search_alg=tune_adapter.new_search_algorithm(space, files, files.name, concurrency),
             num_samples=space.num_samples,
-            max_concurrent_trials=concurrency,
             time_budget_s=space.budget["time_budget_s"],
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_dirname,

@@ -25,10 +25,15 @@ budget:
   epochs: <base optim.epochs> # every trial trains this many epochs (sets optim.epochs)
   scale_milestones: false     # true: scale optim.milestones by epochs / base epochs (proxy budgets)
   time_budget_s: null         # wall-clock limit of the whole search (Tune's time_budget_s)
+  total: null                 # {device_hours: 2.5} or {epochs: 200}: what all trials together may spend;
+                              # no trial starts that could pass it (mtard.search.budget)
 scheduler: {name: none}       # or {name: moasha, eta: 3, rungs: [1, 3]} (or min_epochs: 1 instead of
                               # rungs: rungs at 1, 3, 9, ... below the budget): stop trials dominated
                               # on both objectives at a rung (mtard.search.rung_rule); rungs < budget.epochs
 enqueue_defaults: true        # trial 0 = the base config's value of every searched field
+stop: {}                      # {hypervolume_plateau: {window: 10, min_improvement: 0.01, min_trials: 10}}:
+                              # no new trial once W finished trials raised the front's hypervolume by
+                              # less than the fraction X (after M full-budget trials; mtard.search.budget)
 space:                        # dotted config path -> one distribution
   optim.lr: {loguniform: [0.01, 0.2]}           # low > 0
   attack.steps: {int: [3, 10], step: 1, log: false}   # both ends included
@@ -79,6 +84,7 @@ from mtard.config import (
 )
 from mtard.errors import MtardError
 from mtard.runs import EPOCH_METRICS
+from mtard.search.budget import UNITS, Plateau, SearchLimits
 from mtard.search.records import Objective
 from mtard.text import format_eps
 
@@ -86,7 +92,7 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 TOP_KEYS = (
     "base", "set", "objectives", "sampler", "num_samples", "max_concurrent",
-    "resources", "budget", "scheduler", "enqueue_defaults", "space",
+    "resources", "budget", "scheduler", "enqueue_defaults", "stop", "space",
 )
 SCHEDULERS = ("none", "moasha")
 SCHEDULER_KEYS = ("name", "eta", "rungs", "min_epochs")
@@ -94,7 +100,9 @@ RESOURCE_KEYS = {
     "workers": int, "cpus_per_worker": float, "gpus_per_worker": float, "accelerator_type": str, "custom": dict,
     "ray_train": bool,
 }
-BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s")
+BUDGET_KEYS = ("epochs", "scale_milestones", "time_budget_s", "total")
+STOP_KEYS = ("hypervolume_plateau",)
+PLATEAU_DEFAULTS = {"window": 10, "min_improvement": 0.01, "min_trials": 10}
 KNOWN_METRICS = EPOCH_METRICS  # what an objective may name: every trial reports these every epoch
 DEFAULT_OBJECTIVES = ({"metric": "val_clean_acc", "direction": "max"}, {"metric": "val_pgd_acc", "direction": "max"})
 
@@ -204,10 +212,11 @@ class SearchSpace:
     num_samples: int
     max_concurrent: int | None
     resources: dict  # workers, cpus_per_worker, gpus_per_worker, accelerator_type
-    budget: dict  # epochs, scale_milestones, time_budget_s
+    budget: dict  # epochs, scale_milestones, time_budget_s, total ({unit: amount} or None)
     scheduler: dict  # {"name": "none"} or {"name": "moasha", "eta": int, "rungs": [epochs]}
     enqueue_defaults: bool
     params: list[Param] = field(default_factory=list)  # sampling order (conditions first)
+    stop: dict = field(default_factory=dict)  # {} or {"hypervolume_plateau": {window, min_improvement, min_trials}}
 
     # -------- what a trial trains
 
@@ -222,6 +231,13 @@ class SearchSpace:
     @property
     def param_paths(self) -> list[str]:
         return [p.path for p in self.params]
+
+    def limits(self) -> SearchLimits:
+        """`budget.total` and `stop:` as the rule that decides whether another trial starts."""
+        total = self.budget.get("total")
+        plateau = self.stop.get("hypervolume_plateau")
+        unit, amount = next(iter(total.items())) if total else ("epochs", None)
+        return SearchLimits(total=amount, unit=unit, plateau=Plateau(**plateau) if plateau else None)
 
     def fixed_config(self) -> TrainConfig:
         """Base + set + budget + resources: what every trial starts from."""
@@ -319,6 +335,7 @@ class SearchSpace:
             "budget": dict(self.budget),
             "scheduler": dict(self.scheduler),
             "enqueue_defaults": self.enqueue_defaults,
+            "stop": dict(self.stop),
             "space": {p.path: p.to_yaml() for p in self.params},
         }
 
@@ -388,6 +405,7 @@ def parse_space(data: dict, *, source: Path | None = None) -> SearchSpace:
     except MtardError as err:
         raise MtardError(f"{where}: the base config with `set`, budget and resources is invalid: {err}") from err
     space.objectives = _parse_objectives(data.get("objectives"), fixed_cfg)
+    space.stop = _parse_stop(_mapping(data.get("stop"), "stop"), space.objectives)
     space.params = _parse_params(_mapping(data.get("space"), "space"), space)
     _check_probes(space)
     _check_teachers(space)
@@ -509,7 +527,47 @@ def _parse_budget(data: dict, base_cfg: TrainConfig) -> dict:
         "epochs": epochs,
         "scale_milestones": coerce(data.get("scale_milestones", False), bool, "budget.scale_milestones"),
         "time_budget_s": t,
+        "total": _parse_total(data.get("total"), epochs),
     }
+
+
+def _parse_total(data: Any, epochs: int) -> dict | None:
+    """`budget.total`: {device_hours: H} or {epochs: N}, enough for at least one whole trial."""
+    if data is None:
+        return None
+    data = _mapping(data, "budget.total")
+    if len(data) != 1 or next(iter(data)) not in UNITS:
+        raise MtardError(f"budget.total: give one of {', '.join(UNITS)}, e.g. {{device_hours: 2.5}}; got {data!r}")
+    unit, value = next(iter(data.items()))
+    where = f"budget.total.{unit}"
+    amount = _number(value, where, integer=unit == "epochs")
+    if amount <= 0:
+        raise MtardError(f"{where}: must be > 0, got {value!r}")
+    if unit == "epochs" and amount < epochs:
+        raise MtardError(f"{where}: {amount} is less than one trial's budget.epochs ({epochs}): no trial could start")
+    return {unit: amount}
+
+
+def _parse_stop(data: dict, objectives: list[Objective]) -> dict:
+    """`stop:` — `hypervolume_plateau: {window, min_improvement, min_trials}` (mtard.search.budget)."""
+    _unknown_keys(data, STOP_KEYS, "stop")
+    if data.get("hypervolume_plateau") is None:
+        return {}
+    raw = _mapping(data["hypervolume_plateau"], "stop.hypervolume_plateau")
+    _unknown_keys(raw, tuple(PLATEAU_DEFAULTS), "stop.hypervolume_plateau")
+    where = "stop.hypervolume_plateau"
+    out = {
+        "window": _positive_int(raw.get("window", PLATEAU_DEFAULTS["window"]), f"{where}.window"),
+        "min_improvement": _number(raw.get("min_improvement", PLATEAU_DEFAULTS["min_improvement"]), f"{where}.min_improvement"),
+        "min_trials": _positive_int(raw.get("min_trials", PLATEAU_DEFAULTS["min_trials"]), f"{where}.min_trials"),
+    }
+    if not 0 <= out["min_improvement"] < 1:
+        raise MtardError(f"{where}.min_improvement: a fraction of the hypervolume in [0, 1) (0.01 = 1 %), got {out['min_improvement']}")
+    undefined = [o.metric for o in objectives if o.direction == "min" and o.reference is None]
+    if undefined or len(objectives) > 2:
+        why = f"objective {undefined[0]} (min) has no reference" if undefined else "more than two objectives"
+        raise MtardError(f"{where}: the hypervolume is not defined ({why}); give it a reference or drop the rule")
+    return {"hypervolume_plateau": out}
 
 
 def _parse_scheduler(data: dict, epochs: int) -> dict:

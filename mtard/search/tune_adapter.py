@@ -34,6 +34,7 @@ from typing import Any
 from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from mtard import checkpoint as ckpt
@@ -42,11 +43,12 @@ from mtard.config import NEEDS_TEACHERS
 from mtard.errors import MtardError
 from mtard.loop import BEST_FILE, Context
 from mtard.runs import RunFolder, checkpoint_dir, failure_report
-from mtard.search.files import ExperimentFiles, train_run_name, trial_dir_name
+from mtard.search.budget import Verdict, device_seconds, next_trial, trial_devices
+from mtard.search.files import SPACE, ExperimentFiles, train_run_name, trial_dir_name
 from mtard.search.records import STOP_KEY, Status, TrialRecord, append_record, classify, finite, read_records
 from mtard.search.resources import uses_ray_train
 from mtard.search.rung_judge import RungClient
-from mtard.search.space import SearchSpace
+from mtard.search.space import SearchSpace, load_space
 from mtard.storage import get_file, join, local_file, put_atomic, read_text, with_scheme
 
 DEFAULT_KEY = "is_default"  # Tune config key marking the enqueued defaults trial
@@ -225,18 +227,66 @@ class MtardOptunaSearch(OptunaSearch):
     * the enqueued defaults trial's Tune config gets `is_default: true` (others false);
     * a trial is told as `classify` sees it: COMPLETE with its values, FAIL when it diverged or
       failed, PRUNED when it stopped before its budget (stock OptunaSearch would tell truncated
-      values as COMPLETE), with `mtard_status`/`mtard_reason` user attributes.
+      values as COMPLETE), with `mtard_status`/`mtard_reason` user attributes;
+    * before each new trial it asks `mtard.search.budget.next_trial` (the space's `budget.total`
+      and `stop:`, fed by the durable records): while the answer is no it suggests nothing, and
+      once nothing runs either it ends the search (`Searcher.FINISHED`), writing why to
+      stop_reason.json. After a restore (--resume) the rule is re-read from the saved space.yaml,
+      which --resume may have given a larger budget; the spent cost always comes from the records.
     """
 
-    def __init__(self, *args, budget: int, **kwargs):
-        self._budget = int(budget)
+    def __init__(self, *args, mtard_space: SearchSpace, files: ExperimentFiles, **kwargs):
+        # (`space=` is OptunaSearch's own: the define-by-run function)
+        self._budget = int(mtard_space.budget["epochs"])
+        self._files = files
+        self.stop_reason = ""  # set when the rule ended the search (saved with Tune's state)
+        self._use_space(mtard_space)
         super().__init__(*args, **kwargs)
+
+    def _use_space(self, space: SearchSpace) -> None:
+        self._rule = space.limits()
+        self._objectives = list(space.objectives)
+        self._waiting_for = ""  # the last reason printed while trials still ran
+        self._records_cache: tuple[tuple[int, int], list[TrialRecord]] | None = None
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
+        self._use_space(load_space(self._files.local / SPACE))
         _relink_open_trials(self)
 
+    def _records(self) -> list[TrialRecord]:
+        try:
+            stat = self._files.records.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return []
+        if self._records_cache is None or self._records_cache[0] != key:
+            self._records_cache = (key, read_records(self._files.records))
+        return self._records_cache[1]
+
+    def verdict(self) -> tuple[Verdict, int]:
+        """May a new trial start (and how many run now: suggested, neither told nor recorded)?"""
+        records = self._records()
+        recorded = {r.trial_id for r in records}
+        running = sum(t not in recorded for t in _open_trial_ids(self))
+        if not self._rule.active:
+            return Verdict(True), running
+        verdict = next_trial(records, self._rule, running=running, budget_epochs=self._budget, objectives=self._objectives)
+        return verdict, running
+
     def suggest(self, trial_id: str):
+        verdict, running = self.verdict()
+        if not verdict.start:
+            if running:
+                if verdict.reason != self._waiting_for:
+                    print(f"[search] no new trial while {running} run: {verdict.reason}", flush=True)
+                    self._waiting_for = verdict.reason
+                return None
+            self.stop_reason = verdict.reason
+            self._files.write_stop_reason(verdict.reason)
+            print(f"[search] the search ends: {verdict.reason}", flush=True)
+            return Searcher.FINISHED
+        self._waiting_for = ""
         config = super().suggest(trial_id)
         if config is None:
             return None
@@ -274,6 +324,28 @@ class MtardOptunaSearch(OptunaSearch):
         _mark_told(self, trial_id)
 
 
+class ReopeningSearchGenerator(SearchGenerator):
+    """Tune's SearchGenerator, except that a search the stop rule ended opens again on --resume.
+
+    Tune saves "finished" with the generator; the resumed searcher asks the (maybe larger) budget
+    again before any new trial, and ends the search again if it is still spent.
+    """
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        searcher = self.searcher
+        while hasattr(searcher, "searcher"):
+            searcher = searcher.searcher
+        if getattr(searcher, "stop_reason", ""):
+            self._finished = False
+            searcher.stop_reason = ""
+
+
+def new_search_algorithm(space: SearchSpace, files: ExperimentFiles, name: str, concurrency: int) -> ReopeningSearchGenerator:
+    """The searcher as Tune gets it: our Optuna adapter, at most `concurrency` trials at once."""
+    return ReopeningSearchGenerator(ConcurrencyLimiter(new_searcher(space, files, name), max_concurrent=concurrency))
+
+
 def new_searcher(space: SearchSpace, files: ExperimentFiles, name: str) -> MtardOptunaSearch:
     import optuna
 
@@ -286,7 +358,8 @@ def new_searcher(space: SearchSpace, files: ExperimentFiles, name: str) -> Mtard
         sampler=space.make_sampler(),
         study_name=name,
         storage=optuna.storages.RDBStorage(files.study_url),
-        budget=space.budget["epochs"],
+        mtard_space=space,
+        files=files,
     )
     name_objectives(files.study_url, name, space)
     return searcher
@@ -462,6 +535,8 @@ class SearchProgress(Callback):
         teachers = {
             role: str(params.get(f"teachers.{role}", getattr(fixed.teachers, role))) for role in NEEDS_TEACHERS.get(method, ())
         }
+        devices = trial_devices(self.space.resources)
+        time_in_epochs = float(metrics.get("time_in_epochs_s") or 0.0)
         checkpoint = str(newest.get("checkpoint", ""))
         if checkpoint and fixed.eval.select == "best" and finite(metrics.get("selected_epoch")) and metrics["selected_epoch"] > 0:
             # The selected epoch stands for the trial: best.pt beside the run's checkpoint_* folders.
@@ -470,7 +545,8 @@ class SearchProgress(Callback):
             trial_id=trial.trial_id, status=status, reason=reason, params=params, metrics=metrics,
             epochs=int(metrics.get("epoch") or newest.get("epoch") or 0), budget=budget,
             checkpoint=checkpoint, is_default=bool((trial.config or {}).get(DEFAULT_KEY, False)),
-            method=method, teachers=teachers, train_time_s=float(metrics.get("time_in_epochs_s") or 0.0),
+            method=method, teachers=teachers, train_time_s=time_in_epochs,
+            device_seconds=device_seconds(time_in_epochs, devices), device_kind=devices.kind,
             startup_s=self._startup.get(trial.trial_id),
         )
 
@@ -504,7 +580,8 @@ class SearchProgress(Callback):
         objectives = list(self.space.objectives)
         if self._tb is None:
             self._tb = TensorBoardReview(self.files.local, objectives)
-        return review_search(self.files.local, read_records(self.files.records), objectives, board=self._tb, push=self.files.push)
+        return review_search(self.files.local, read_records(self.files.records), objectives, board=self._tb, push=self.files.push,
+                             stop_reason=self.files.read_stop_reason())
 
 
 def _same_result(a: TrialRecord, b: TrialRecord) -> bool:
@@ -618,6 +695,11 @@ def _tell_optuna(search: OptunaSearch, trial_id: str, state, attrs: dict[str, st
 
 def _mark_told(search: OptunaSearch, trial_id: str) -> None:
     search._completed_trials.add(trial_id)
+
+
+def _open_trial_ids(search: OptunaSearch) -> list[str]:
+    """Tune trials the searcher suggested and was not yet told the end of."""
+    return [t for t in search._ot_trials if t not in search._completed_trials]
 
 
 def _fail_stored_trial(storage, trial, reason: str) -> None:
