@@ -27,10 +27,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 from mtard.config import TrainConfig, set_path, validate_config
@@ -38,6 +38,7 @@ from mtard.errors import MtardError
 from mtard.runs import CHECKPOINTS_TO_KEEP, failure_report
 from mtard.search.confirm_review import BASELINE, CHOSEN, DEFAULTS, FRONT, ConfirmData, Member, RunResult, compute_confirm, objective_attacks
 from mtard.search.files import SPACE, ExperimentFiles
+from mtard.search.lock import hold_experiment
 from mtard.search.records import Objective, classify, finite, read_records, trained_budget
 from mtard.search.space import SearchSpace, load_space
 from mtard.search.tune_adapter import TUNE_KEYS, SearchProgress
@@ -234,6 +235,7 @@ def run_confirm(
     resume: bool = False,
 ) -> ConfirmData:
     """Confirm the front of the search in `exp_dir` (see the module doc); returns the aggregates."""
+    from mtard.distributed import check_cluster_address
     from mtard.evaluate import DEFAULT_ATTACKS, check_attacks
 
     exp_dir = Path(exp_dir).resolve()
@@ -269,11 +271,13 @@ def run_confirm(
             raise MtardError(f"{files.uri} already holds a confirmation: continue it with --resume, or pass another --storage")
         check_writable(files.local, "confirmation output", "pass --storage a folder you can write to")
     configs = {run_id(m.member_id, s): run_config(space, m, s, plan.epochs) for m in plan.members for s in plan.seeds}
-    _stage_teachers(space, configs, files.storage)
-    if not resume:
-        atomic_write(plan_path, json.dumps(json_safe(plan.to_dict()), indent=1) + "\n")
-        files.push(names=(PLAN,), dirs=())
-    return _run(space, plan, configs, files, address=address, restoring=resume)
+    check_cluster_address(address or os.environ.get("RAY_ADDRESS"))  # in seconds, before teachers are trained
+    with hold_experiment(files):  # one driver per confirmation, as per search
+        _stage_teachers(space, configs, files.storage)
+        if not resume:
+            atomic_write(plan_path, json.dumps(json_safe(plan.to_dict()), indent=1) + "\n")
+            files.push(names=(PLAN,), dirs=())
+        return _run(space, plan, configs, files, address=address, restoring=resume)
 
 
 def _stage_teachers(space: SearchSpace, configs: dict[str, TrainConfig], storage: str) -> None:
@@ -300,42 +304,40 @@ def _run(space: SearchSpace, plan: Plan, configs: dict[str, TrainConfig], files:
         raise MtardError("confirm-front trains one-worker runs: this space asks for resources.workers > 1; "
                          "confirm with workers: 1 (one GPU per run), or train the members with `mtard train --workers`")
     started = start_ray(address, space)
-    environment = ExitStack()
-    environment.enter_context(tune_environment())
     try:
-        capacity = tune_adapter.cluster_capacity()
-        runs = plan.run_ids()
-        sized = dataclasses.replace(space, num_samples=len(runs), resources={**space.resources, "ray_train": False})
-        concurrency = plan_concurrency(sized, capacity, tune_adapter.node_shapes())
-        function = make_confirm_trial(configs, files.read_checkpoints(), plan.attacks, plan.max_samples, plan.batch_size)
-        trainable = tune.with_resources(function, worker_resources(sized))
-        print(
-            f"[confirm] {len(plan.members)} members x {len(plan.seeds)} seeds = {len(runs)} runs of {plan.epochs} epochs, "
-            f"{concurrency} at a time; test split, attacks {','.join(plan.attacks)}"
-            f"{f' (first {plan.max_samples} images)' if plan.max_samples else ''}\n[confirm] results: {files.uri}",
-            flush=True,
-        )
-        progress = ConfirmProgress(files, sized, plan)
-        todo = [r for r in runs if r not in {run_id(x.member_id, x.seed) for x in progress.results()}]
-        if restoring and tune.Tuner.can_restore(files.uri):
-            tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=True).fit()
-        elif todo:  # a new experiment, or one that died before Tune saved its state: the runs not recorded yet
-            tune.Tuner(
-                trainable,
-                param_space={"run": tune.grid_search(todo)},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=concurrency, reuse_actors=True,
-                    trial_dirname_creator=_run_dirname, trial_name_creator=_run_dirname,
-                ),
-                run_config=tune.RunConfig(
-                    name=files.name, storage_path=files.storage, callbacks=[progress],
-                    failure_config=tune.FailureConfig(max_failures=space.fixed_config().scaling.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP), verbose=0,
-                ),
-            ).fit()
-        return progress.review()
+        with tune_environment():
+            capacity = tune_adapter.cluster_capacity()
+            runs = plan.run_ids()
+            sized = dataclasses.replace(space, num_samples=len(runs), resources={**space.resources, "ray_train": False})
+            concurrency = plan_concurrency(sized, capacity, tune_adapter.node_shapes())
+            function = make_confirm_trial(configs, files.read_checkpoints(), plan.attacks, plan.max_samples, plan.batch_size)
+            trainable = tune.with_resources(function, worker_resources(sized))
+            print(
+                f"[confirm] {len(plan.members)} members x {len(plan.seeds)} seeds = {len(runs)} runs of {plan.epochs} epochs, "
+                f"{concurrency} at a time; test split, attacks {','.join(plan.attacks)}"
+                f"{f' (first {plan.max_samples} images)' if plan.max_samples else ''}\n[confirm] results: {files.uri}",
+                flush=True,
+            )
+            progress = ConfirmProgress(files, sized, plan)
+            todo = [r for r in runs if r not in {run_id(x.member_id, x.seed) for x in progress.results()}]
+            if restoring and tune.Tuner.can_restore(files.uri):
+                tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=True).fit()
+            elif todo:  # a new experiment, or one that died before Tune saved its state: the runs not recorded yet
+                tune.Tuner(
+                    trainable,
+                    param_space={"run": tune.grid_search(todo)},
+                    tune_config=tune.TuneConfig(
+                        max_concurrent_trials=concurrency, reuse_actors=True,
+                        trial_dirname_creator=_run_dirname, trial_name_creator=_run_dirname,
+                    ),
+                    run_config=tune.RunConfig(
+                        name=files.name, storage_path=files.storage, callbacks=[progress],
+                        failure_config=tune.FailureConfig(max_failures=space.fixed_config().scaling.max_failures),
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP), verbose=0,
+                    ),
+                ).fit()
+            return progress.review()
     finally:
-        environment.close()
         if started:
             ray.shutdown()
 

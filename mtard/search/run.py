@@ -51,7 +51,7 @@ import os
 import shlex
 import signal
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from mtard.errors import MtardError
@@ -265,76 +265,100 @@ def tune_environment(**extra: str):
 def _run(
     space: SearchSpace, files: ExperimentFiles, *, address: str | None, restoring: bool, final_eval: bool, interrupts: SearchInterrupts
 ) -> ReviewData:
+    """The search itself: Ray up, the Tuner run to its end, the final review, Ray down again."""
     import ray
-    from ray import tune
-
-    from mtard.search import tune_adapter
-    from mtard.search.rung_judge import start_judge
 
     started = start_ray(address, space)
     interrupts.install()  # ray.init replaced the SIGTERM handler
     judge = None
-    environment = ExitStack()
-    environment.enter_context(tune_environment(TUNE_DISABLE_SIGINT_HANDLER="1"))  # SearchInterrupts handles SIGINT and SIGTERM alike
     try:
-        capacity = tune_adapter.cluster_capacity()
-        concurrency = plan_concurrency(space, capacity, tune_adapter.node_shapes())
-        ray_train = uses_ray_train(space)
-        if ray_train:
-            function = tune_adapter.make_ray_train_trial(space, files.uri, files.name)
-        else:
-            function = tune_adapter.make_direct_trial(space, files.read_checkpoints(), files.name)
-        if space.scheduler["name"] == "moasha":
-            s = space.scheduler
-            judge = start_judge(files.name, space.modes, s["eta"], s["rungs"], files.local / RUNGS)
-        trainable = tune.with_resources(function, trial_resources(space, capacity))
-        kind = "Ray Train trials" if ray_train else "direct trials"
-        print(
-            f"[search] {files.name}: {space.num_samples} trials of {space.budget['epochs']} epochs, {concurrency} at a time "
-            f"({kind}), {len(space.params)} parameters, objectives {', '.join(f'{o.direction} {o.metric}' for o in space.objectives)}\n"
-            f"[search] results: {files.uri} (tensorboard --logdir {shlex.quote(files.uri)}; optuna-dashboard {files.study_url})",
-            flush=True,
-        )
-        if restoring:
-            files.clear_stop_reason()  # the resumed searcher asks the (maybe larger) budget again
-            if not tune.Tuner.can_restore(files.uri):
-                raise MtardError(f"--resume {files.uri}: Tune saved no experiment state there yet (the search died too early); start it again without --resume")
-            _repair_before_resume(files, space)
-            tuner = tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
-        else:
-            tuner = _new_tuner(space, files, trainable, concurrency)
-        if interrupts.signum is not None:  # signalled while the search was being set up
-            raise KeyboardInterrupt
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no stale handler of an earlier Tune run in this process
-        interrupts.in_tune = True
-        interrupts.experiment = files.uri
-        # Tune's own stop messages name Tuner.restore; SearchInterrupts says how to continue instead.
-        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
-        try:
-            results = tuner.fit()
-        finally:
-            interrupts.in_tune = False
-        if interrupts.signum is not None:
-            # Running trials stay RUNNING in Tune's state and in the study: --resume continues them.
-            files.push()
-            raise interrupts.interrupted()
-        progress = tune_adapter.SearchProgress(files, space, space.num_samples)
-        for trial_id in tune_adapter.record_unrecorded(results, progress):
-            print(f"[search] repaired: trial {trial_id} had no record (torn by a crash); rebuilt it from Tune's saved results", flush=True)
-        for line in tune_adapter.reconcile_study(files, space):
-            print(f"[search] repaired the study: {line}", flush=True)
-        data = progress.review()  # the final state: every trial in the figure and the curves
+        judge = _start_rung_judge(space, files)
+        with tune_environment(TUNE_DISABLE_SIGINT_HANDLER="1"):  # SearchInterrupts handles SIGINT and SIGTERM alike
+            results = _fit(_tuner(space, files, restoring=restoring), files, interrupts)
+            data = _final_review(space, files, results)
         print(_final_text(data, files))
         if final_eval:
             _final_eval(files)
         return data
     finally:
-        environment.close()
         if judge is not None:
             ray.kill(judge)
         if started:
             ray.shutdown()
+
+
+def _start_rung_judge(space: SearchSpace, files: ExperimentFiles):
+    """MO-ASHA's rung judge (a named actor on this node), or None when the space has no scheduler."""
+    if space.scheduler["name"] != "moasha":
+        return None
+    from mtard.search.rung_judge import start_judge
+
+    s = space.scheduler
+    return start_judge(files.name, space.modes, s["eta"], s["rungs"], files.local / RUNGS)
+
+
+def _tuner(space: SearchSpace, files: ExperimentFiles, *, restoring: bool):
+    """The search's Tuner: a new one, or (--resume) the one Tune saved, after repairing what a crash tore."""
+    from ray import tune
+
+    from mtard.search import tune_adapter
+
+    capacity = tune_adapter.cluster_capacity()
+    concurrency = plan_concurrency(space, capacity, tune_adapter.node_shapes())
+    ray_train = uses_ray_train(space)
+    if ray_train:
+        function = tune_adapter.make_ray_train_trial(space, files.uri, files.name)
+    else:
+        function = tune_adapter.make_direct_trial(space, files.read_checkpoints(), files.name)
+    trainable = tune.with_resources(function, trial_resources(space, capacity))
+    kind = "Ray Train trials" if ray_train else "direct trials"
+    print(
+        f"[search] {files.name}: {space.num_samples} trials of {space.budget['epochs']} epochs, {concurrency} at a time "
+        f"({kind}), {len(space.params)} parameters, objectives {', '.join(f'{o.direction} {o.metric}' for o in space.objectives)}\n"
+        f"[search] results: {files.uri} (tensorboard --logdir {shlex.quote(files.uri)}; optuna-dashboard {files.study_url})",
+        flush=True,
+    )
+    if not restoring:
+        return _new_tuner(space, files, trainable, concurrency)
+    files.clear_stop_reason()  # the resumed searcher asks the (maybe larger) budget again
+    if not tune.Tuner.can_restore(files.uri):
+        raise MtardError(f"--resume {files.uri}: Tune saved no experiment state there yet (the search died too early); start it again without --resume")
+    _repair_before_resume(files, space)
+    return tune.Tuner.restore(files.uri, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+
+
+def _fit(tuner, files: ExperimentFiles, interrupts: SearchInterrupts):
+    """`tuner.fit()`; a SIGINT / SIGTERM during it stops the trials and ends the search as an interruption."""
+    if interrupts.signum is not None:  # signalled while the search was being set up
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no stale handler of an earlier Tune run in this process
+    interrupts.in_tune = True
+    interrupts.experiment = files.uri
+    # Tune's own stop messages name Tuner.restore; SearchInterrupts says how to continue instead.
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    try:
+        results = tuner.fit()
+    finally:
+        interrupts.in_tune = False
+    if interrupts.signum is not None:
+        # Running trials stay RUNNING in Tune's state and in the study: --resume continues them.
+        files.push()
+        raise interrupts.interrupted()
+    return results
+
+
+def _final_review(space: SearchSpace, files: ExperimentFiles, results) -> ReviewData:
+    """Records and study made whole (a crash may have torn them), then the review of the final state:
+    every trial in the figure and the curves."""
+    from mtard.search import tune_adapter
+
+    progress = tune_adapter.SearchProgress(files, space, space.num_samples)
+    for trial_id in tune_adapter.record_unrecorded(results, progress):
+        print(f"[search] repaired: trial {trial_id} had no record (torn by a crash); rebuilt it from Tune's saved results", flush=True)
+    for line in tune_adapter.reconcile_study(files, space):
+        print(f"[search] repaired the study: {line}", flush=True)
+    return progress.review()
 
 
 def _repair_before_resume(files: ExperimentFiles, space: SearchSpace) -> None:
