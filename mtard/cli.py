@@ -60,16 +60,23 @@ def _help_fields(_args: argparse.Namespace) -> None:
         print(f"{path:28s} {name:40.40s} default {get_path(defaults, path)!r}")
 
 
-def _attack_list(text: str | None) -> list[str] | None:
-    """--attacks: None when not given (the command's default suite); given but empty is an error."""
+def _comma_list(text: str | None, flag: str, *, known: str = "") -> list[str] | None:
+    """A comma-separated flag: None when not given (the command's default); given but empty is an error."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        from mtard.evaluate import ATTACKS
-
-        raise MtardError(f"--attacks is empty: name at least one of {','.join(ATTACKS)}, or leave it out for the full suite")
+        raise MtardError(f"{flag} is empty: name at least one{f' of {known}' if known else ''}, or leave it out for the default")
     return names
+
+
+def _attack_list(text: str | None) -> list[str] | None:
+    """--attacks: the attack names, or None for the command's default suite."""
+    if text is not None and not text.replace(",", "").strip():
+        from mtard.evaluate import ATTACKS  # only to name the choices in the error
+
+        return _comma_list(text, "--attacks", known=",".join(ATTACKS))
+    return _comma_list(text, "--attacks")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -173,22 +180,13 @@ def _evaluate_front(args: argparse.Namespace) -> None:
     print(f"written: {path} and {path.with_suffix('.csv')}")
 
 
-def _id_list(text: str | None, flag: str) -> list[str] | None:
-    if text is None:
-        return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise MtardError(f"{flag} is empty: name at least one, or leave it out")
-    return names
-
-
 def _confirm_front(args: argparse.Namespace) -> None:
     from mtard.search.confirm import run_confirm
     from mtard.search.confirm_render import render_confirmed
 
     data = run_confirm(
-        Path(args.exp_dir), members=_id_list(args.members, "--members"), seeds=args.seeds, epochs=args.epochs,
-        baselines=_id_list(args.baselines, "--baselines"), attacks=_attack_list(args.attacks), max_samples=args.max_samples,
+        Path(args.exp_dir), members=_comma_list(args.members, "--members"), seeds=args.seeds, epochs=args.epochs,
+        baselines=_comma_list(args.baselines, "--baselines"), attacks=_attack_list(args.attacks), max_samples=args.max_samples,
         batch_size=args.batch_size, storage=args.storage, address=args.address, resume=args.resume,
     )
     print(render_confirmed(data))
