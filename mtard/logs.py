@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from mtard.storage import append_line, atomic_write
+from mtard.storage import append_line, drop_torn_lines, read_json_lines
 
 
 def _group(key: str) -> str:
@@ -48,31 +48,17 @@ class MetricsLog:
                 self._writer.add_scalar(_group(key), value, step)
         self._writer.flush()
 
-
     def repair(self, checkpointed: dict) -> str | None:
         """On --resume: drop lines of metrics.jsonl torn by a crash, and write the checkpoint's epoch
         again if its line was among them (the checkpoint is saved before its line). Says what it did."""
-        if not self.jsonl.is_file():
+        if not drop_torn_lines(self.jsonl):
             return None
-        lines = self.jsonl.read_text().splitlines()
-        good = [line for line in lines if _parses(line)]
-        if len(good) == len([line for line in lines if line.strip()]):
-            return None
-        atomic_write(self.jsonl, "".join(line + "\n" for line in good))
         epoch = checkpointed.get("epoch")
-        if epoch is not None and not any(json.loads(line).get("epoch") == epoch for line in good):
+        if epoch is not None and not any(row.get("epoch") == epoch for row in read_json_lines(self.jsonl)):
             self.write(checkpointed)
             return f"{self.jsonl}: a line torn by a crash was replaced with epoch {epoch}'s metrics from the checkpoint"
         return f"{self.jsonl}: removed a line torn by a crash"
 
 
-def _parses(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if _parses(line)] if path.exists() else []
+    return read_json_lines(run_dir / "metrics.jsonl")

@@ -12,6 +12,7 @@ write and mirror files.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -79,6 +80,32 @@ def append_line(path: Path, line: str) -> None:
         f.write(("\n" if torn else "") + line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL log, in order; blank lines and lines torn by a crash are skipped."""
+    if not path.is_file():
+        return []
+    return [obj for line in path.read_text().splitlines() if (obj := _json_object(line)) is not None]
+
+
+def drop_torn_lines(path: Path) -> int:
+    """Rewrite a JSONL log without its lines torn by a crash (not a JSON object); returns how many there were."""
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    good = [line for line in lines if _json_object(line) is not None]
+    if len(good) < len(lines):
+        atomic_write(path, "".join(line + "\n" for line in good))
+    return len(lines) - len(good)
 
 
 def json_safe(value: Any) -> Any:

@@ -42,7 +42,7 @@ from mtard.search.lock import hold_experiment
 from mtard.search.records import Objective, classify, finite, read_records, trained_budget
 from mtard.search.space import SearchSpace, load_space
 from mtard.search.tune_adapter import TUNE_KEYS, SearchProgress
-from mtard.storage import absolute, append_line, atomic_write, check_writable, download_missing, json_safe
+from mtard.storage import absolute, append_line, atomic_write, check_writable, download_missing, json_safe, read_json_lines
 
 CONFIRM_NAME = "confirm"
 PLAN = "plan.json"
@@ -362,14 +362,12 @@ class ConfirmProgress(SearchProgress):
 
     def results(self) -> list[RunResult]:
         out: dict[tuple[str, int], RunResult] = {}
-        path = self.files.local / RUNS
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    r = RunResult.from_dict(json.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line torn by a crash
-                out[(r.member_id, r.seed)] = r
+        for data in read_json_lines(self.files.local / RUNS):  # a line torn by a crash is skipped
+            try:
+                r = RunResult.from_dict(data)
+            except (KeyError, TypeError):
+                continue  # not a run's line
+            out[(r.member_id, r.seed)] = r
         return list(out.values())
 
     def _finish(self, trials, trial, *, error: str | None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtard.errors import MtardError
-from mtard.storage import append_line, atomic_write, json_safe
+from mtard.storage import append_line, json_safe, read_json_lines
 
 STOP_KEY = "stopped_by"  # the reported metric carrying MO-ASHA's stop reason (mtard.search.rung_judge)
 
@@ -148,37 +148,14 @@ def classify(metrics: dict, *, budget: int, objectives: list[str], error: str | 
 
 
 def read_records(path: Path) -> list[TrialRecord]:
-    """records.jsonl, deduplicated by trial id (the last line of a trial wins; order of first appearance)."""
+    """records.jsonl, deduplicated by trial id (the last line of a trial wins; order of first appearance);
+    a line torn by a crash mid-write is skipped."""
     by_id: dict[str, TrialRecord] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a crash mid-write
-            by_id[data["trial_id"]] = TrialRecord.from_dict(data)
+    for data in read_json_lines(path):
+        by_id[data["trial_id"]] = TrialRecord.from_dict(data)
     return list(by_id.values())
 
 
 def append_record(path: Path, record: TrialRecord) -> None:
     """One line, flushed and fsync'ed; after a torn last line, on a fresh line."""
     append_line(path, record.to_json())
-
-
-def drop_torn_lines(path: Path) -> int:
-    """Rewrite a JSONL file without its lines torn by a crash (not JSON); returns how many there were."""
-    if not path.is_file():
-        return 0
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    good = []
-    for line in lines:
-        try:
-            json.loads(line)
-            good.append(line)
-        except ValueError:
-            pass
-    if len(good) < len(lines):
-        atomic_write(path, "".join(line + "\n" for line in good))
-    return len(lines) - len(good)

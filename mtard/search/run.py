@@ -364,7 +364,7 @@ def _final_review(space: SearchSpace, files: ExperimentFiles, results) -> Review
 def _repair_before_resume(files: ExperimentFiles, space: SearchSpace) -> None:
     """Say what a crash tore, and rebuild a lost study.db from the trials' records."""
     from mtard.search import tune_adapter
-    from mtard.search.records import drop_torn_lines
+    from mtard.storage import drop_torn_lines
 
     torn = drop_torn_lines(files.records)
     if torn:
