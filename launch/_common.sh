@@ -39,7 +39,17 @@ submit_job() {
     exit 0
   fi
   need ray
-  run "$@" >&2
+  # Right after a head starts, its dashboard may not yet have a job agent and answers
+  # "No available agent to submit job, please try again later": do as it says, a few times.
+  local try out
+  for try in 1 2 3 4 5 6; do
+    show "$@"
+    if out=$("$@" 2>&1); then printf '%s\n' "$out" >&2; return 0; fi
+    printf '%s\n' "$out" >&2
+    [[ "$out" == *"No available agent to submit job"* && $try -lt 6 ]] || return 1
+    say "the head's job agent is not up yet; trying again in 5 s ($try of 5 retries)"
+    sleep 5
+  done
 }
 
 want_help() {
