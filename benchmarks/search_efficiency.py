@@ -71,17 +71,28 @@ def plateau_stop(records, rule, running: int) -> int:
     return len(records)
 
 
-def run_arm(source: dict, arm: str, seed: int, trials: int, root: Path) -> list:
+def run_arm(source: dict, arm: str, seed: int, trials: int, root: Path, scheduler: dict | None) -> list:
+    """One search of `arm`; its records in finishing order. A search finished earlier under `root` (--keep)
+    is read back instead of run again, so an attempt reruns only the arms it changes."""
+    from mtard.search.records import read_records
     from mtard.search.run import run_search
 
     sampler, early = ARMS[arm]
     data = dict(source)
-    data["sampler"] = {"name": sampler, "seed": seed}
-    data["scheduler"] = source.get("scheduler", {"name": "none"}) if early else {"name": "none"}
+    # The arm's sampler with the space's own options (TPE's n_startup_trials, ...); random search takes a seed only.
+    data["sampler"] = {**(source["sampler"] if sampler == source["sampler"]["name"] else {}), "name": sampler, "seed": seed}
+    data["scheduler"] = (scheduler or source["scheduler"]) if early else {"name": "none"}
     data["num_samples"] = trials
-    path = root / f"{arm}-{seed}.yaml"
+    tag = "" if not early or scheduler is None else "-" + "-".join(f"{k}{v}" for k, v in sorted(scheduler.items()) if k != "name")
+    name = f"{arm}{tag}-{trials}trials-{seed}".replace(" ", "").replace("[", "").replace("]", "").replace(",", "_")
+    exp = root / "runs" / name
+    if (exp / "pareto.json").is_file():  # finished: the review is written last
+        print(f"reusing {exp}")
+        return read_records(exp / "records.jsonl")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return run_search(path, storage=str(root / "runs"), name=f"{arm}-{seed}").records  # in finishing order
+    return run_search(path, storage=str(root / "runs"), name=name).records  # in finishing order
 
 
 def main() -> None:
@@ -92,6 +103,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--plateau", type=float, nargs=3, action="append", metavar=("WINDOW", "MIN_IMPROVEMENT", "MIN_TRIALS"),
                     help="a plateau rule to replay (repeatable; default: 8 0.01 8 and 6 0.005 6)")
+    ap.add_argument("--keep", type=Path, help="keep the searches in this folder, and reuse those already finished there")
+    ap.add_argument("--scheduler", type=yaml.safe_load, metavar="YAML",
+                    help="the MO-ASHA arms' scheduler instead of the space's, e.g. '{name: moasha, eta: 3, rungs: [4]}' (an attempt)")
     args = ap.parse_args()
     moasha_trials = 2 * args.trials if args.moasha_trials is None else args.moasha_trials
 
@@ -111,17 +125,19 @@ def main() -> None:
     searches: dict[str, list[list]] = {arm: [] for arm in ARMS}  # each search's records
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mtard-efficiency-") as tmp:
+        root = args.keep or Path(tmp)
         for seed in args.seeds:
             for arm in ARMS:
                 trials = moasha_trials if ARMS[arm][1] else args.trials
-                searches[arm].append(run_arm(source, arm, seed, trials, Path(tmp)))
+                searches[arm].append(run_arm(source, arm, seed, trials, root, args.scheduler))
     ray.shutdown()
     runs = {arm: [history(records) for records in rs] for arm, rs in searches.items()}
 
     # Paired by seed: each arm's search of seed s is held to full-budget random search's final
     # hypervolume of the same seed (a mean target would be out of reach of half the seeds by design).
     targets = [h[-1][1] for h in runs["random"]]
-    print(f"\n{args.space}: {args.trials} trials per full-budget search, {moasha_trials} per MO-ASHA search, seeds {args.seeds}, {time.perf_counter() - t0:.0f} s in all; "
+    print(f"\n{args.space}: {args.trials} trials per full-budget search, {moasha_trials} per MO-ASHA search "
+          f"(scheduler {args.scheduler or source['scheduler']}), seeds {args.seeds}, {time.perf_counter() - t0:.0f} s in all; "
           f"target = full-budget random search's final hypervolume of the same seed (mean {statistics.mean(targets):.4f})")
     print(f"{'arm':<15}{'final HV (mean ± sd)':>24}{'epochs spent':>14}{'epochs to target':>18}{'reached':>9}{'HV at equal compute':>21}")
     to_target: dict[str, list[float]] = {}
