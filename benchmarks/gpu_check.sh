@@ -84,7 +84,7 @@ skip() {
 }
 
 # --- 1. the GPU-marked tests (each skips with its reason where it cannot run)
-part tests 170 "$OUT/tests.log" "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
+part tests 170 "$OUT/tests.log" "$PY" -m pytest -m gpu -q -rs -n 0 -p no:cacheprovider tests/test_gpu.py  # one process: the GPU is not shared
 
 # --- 2. step cost
 if [ "$CUDA" = 1 ] && [ "$QUICK" = 0 ]; then

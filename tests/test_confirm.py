@@ -10,18 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from scipy.stats import kendalltau
-from test_search_resume import _kill_session, _wait_for
+from test_search_resume import _kill_session, _start_search, _wait_for
 from test_search_run import DIVERGING_LR, write_space
 
 from mtard.errors import MtardError
@@ -223,15 +220,15 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(confirmed, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_retrains_nothing_and_loses_nothing(confirmed, tmp_path: Path) -> None:
+def test_sigkill_then_resume_retrains_nothing_and_loses_nothing(confirmed, tmp_path: Path, local_ray) -> None:
+    from mtard.search.confirm import run_confirm
+
     member = confirmed.review.front[0].trial_id
     out = tmp_path / "store"
-    args = [sys.executable, "-m", "mtard.cli", "confirm-front", str(confirmed.exp), "--storage", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     runs = out / "s-confirm" / "runs.jsonl"
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen([*args, "--members", member, "--seeds", "3", "--epochs", "2", "--attacks", "clean", "--max-samples", "50"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # The driver joins the test's cluster (a `ray job` on a head); the resume runs in this process on it.
+    args = [str(confirmed.exp), "--storage", str(out), "--members", member, "--seeds", "3", "--epochs", "2", "--attacks", "clean", "--max-samples", "50"]
+    proc = _start_search(args, tmp_path, tmp_path / "first.log", command="confirm-front", ray=local_ray)
     try:
         _wait_for(lambda: runs.is_file() and f'"member_id": "{member}"' in runs.read_text(), 300, proc, "the member's first run", poll=0.05)
     finally:
@@ -241,8 +238,7 @@ def test_sigkill_then_resume_retrains_nothing_and_loses_nothing(confirmed, tmp_p
 
     before = mine(runs.read_text())
     assert len({r["seed"] for r in before}) < 3, (tmp_path / "first.log").read_text()[-3000:]
-    second = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    run_confirm(confirmed.exp, storage=str(out), resume=True)
     after = {r["seed"]: r for r in mine(runs.read_text())}
     assert sorted(after) == [0, 1, 2] and all(r["status"] == "complete" and r["epochs"] == 2 for r in after.values())
     for r in before:  # nothing lost: the runs recorded before the kill are unchanged

@@ -11,8 +11,6 @@ left. A SIGKILL of the driver and `--resume` must not re-decide a rung nor run a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,20 +98,21 @@ def test_no_placement_group_is_left_behind(search) -> None:
     assert all(pg["state"] == "REMOVED" for pg in search.pgs.values()), search.pgs
 
 
-def test_sigkill_then_resume_decides_no_rung_twice(tmp_path: Path, trained_teachers: Path) -> None:
+def test_sigkill_then_resume_decides_no_rung_twice(tmp_path: Path, trained_teachers: Path, local_ray) -> None:
+    from mtard.search.run import run_search
+
     space = _space(tmp_path, trained_teachers, "direct")
     exp = tmp_path / "runs" / "k"
-    args = [str(space), "--storage", str(tmp_path / "runs"), "--name", "k"]
-    proc = _start_search(args, tmp_path, tmp_path / "first.log")
+    # The driver joins the running cluster (a `ray job` on a head): killing it leaves the cluster up, and
+    # the resume runs on that cluster, as after a lost job. (A lost machine: test_search_resume.py.)
+    proc = _start_search([str(space), "--storage", str(tmp_path / "runs"), "--name", "k"], tmp_path, tmp_path / "first.log", ray=local_ray)
     rungs = exp / "rungs.jsonl"
     try:
         _wait_for(lambda: rungs.is_file() and len(rungs.read_text().splitlines()) >= 3, 240, proc, "three rung decisions")
     finally:
         _kill_session(proc)
     before = read_lines(rungs)
-    done = subprocess.run([sys.executable, "-m", "mtard.cli", "search", "--resume", str(exp)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_search(resume=str(exp), storage=None)
     after = read_lines(rungs)
     assert after[: len(before)] == before  # nothing re-decided or rewritten
     assert len({(d["trial_id"], d["rung"]) for d in after}) == len(after)  # each (trial, rung) once

@@ -154,19 +154,18 @@ def test_search_space_with_a_zoo_and_a_catalog_teacher(tmp_path: Path, monkeypat
     assert len(load_splits(cfg.data).val) > 0
 
 
-@pytest.mark.slow
-def test_the_extra_installs_beside_the_pinned_torch_and_imports(tmp_path: Path) -> None:
-    """`pip install 'mtard[robustbench]'` resolves to the pinned torch, and mtard reads the zoo without pkg_resources."""
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
-    pip = tmp_path / "venv" / "bin" / "pip"
-    report = tmp_path / "report.json"
-    subprocess.run([str(pip), "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report), f"{root}[robustbench]"],
-                   check=True, capture_output=True, text=True, timeout=600)
-    import json
+def test_the_extra_installs_beside_the_pinned_torch_and_imports() -> None:
+    """`pip install 'mtard[robustbench]'` keeps the pinned torch, and mtard reads the zoo without pkg_resources.
 
-    chosen = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
-    assert chosen["robustbench"] == "1.1.1" and chosen["torch"] == "2.14.1" and chosen["pyautoattack"] == "0.2.0"
+    This environment is the one the README's test command installs (`pip install -e '.[test]'`, which pulls
+    the extra): had the extra needed another torch, pip would have installed that one here; `pip check`
+    confirms every installed requirement is met."""
+    from importlib.metadata import version
+
+    chosen = {name: version(name).split("+")[0] for name in ("robustbench", "torch", "pyautoattack")}
+    assert chosen == {"robustbench": "1.1.1", "torch": "2.14.1", "pyautoattack": "0.2.0"}
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
     # The import, in a process where pkg_resources and autoattack cannot be imported at all.
     code = (
         "import sys; sys.modules['pkg_resources'] = None; sys.modules['autoattack'] = None\n"

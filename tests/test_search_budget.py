@@ -219,7 +219,8 @@ def test_a_budget_of_two_trials_survives_a_sigkill_and_a_larger_one_on_resume_ru
     lr = {"optim.lr": {"loguniform": [0.01, 0.2]}}
     space = _rules_space(tmp_path / "space", catalog, num_samples=6, epochs=1, space=lr, budget={"total": {"epochs": 2}})
     exp = tmp_path / "runs" / "b"
-    proc = _start_search([str(space), "--storage", str(tmp_path / "runs"), "--name", "b"], tmp_path, tmp_path / "first.log")
+    # The driver joins the test's cluster (a `ray job`); the resumes below run in this process on it.
+    proc = _start_search([str(space), "--storage", str(tmp_path / "runs"), "--name", "b"], tmp_path, tmp_path / "first.log", ray=local_ray)
     try:
         _wait_for(lambda: (exp / "records.jsonl").is_file() and (exp / "records.jsonl").read_text().count("\n") >= 1,
                   400, proc, "the first finished trial", poll=0.05)

@@ -33,14 +33,16 @@ def _cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
 
 
 @pytest.mark.slow
-def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path, trained_teachers: Path) -> None:
-    catalog = Path(os.path.relpath(trained_teachers, tmp_path))
-    space_path = write_space(tmp_path / "space", catalog, num_samples=4, epochs=2, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
+def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path, trained_teachers: Path, local_ray, capsys) -> None:
+    from mtard.cli import main
+
+    space_path = write_space(tmp_path / "space", trained_teachers, num_samples=4, epochs=2, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
     exp = tmp_path / "runs" / "exp"
     records = exp / "records.jsonl"
 
     # 1. A search runs; a second driver on the same experiment is refused, naming the holder.
-    first = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "exp"], tmp_path, tmp_path / "first.log")
+    # The drivers join the test's cluster (`ray job`s on a head); the resume runs in this process on it.
+    first = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "exp"], tmp_path, tmp_path / "first.log", ray=local_ray)
     try:
         _wait_for(lambda: records.is_file() and records.read_text().count("\n") >= 1, 400, first, "the first finished trial", poll=0.05)
         os.kill(first.pid, signal.SIGSTOP)  # the driver holds still (and holds its lock) while a second one tries
@@ -75,10 +77,10 @@ def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path,
     (exp / "study.db").unlink()
 
     # 4. The resume: every trial recorded once, the torn one rebuilt, the study agrees with the records.
-    done = _cli(["search", "--resume", str(exp)], tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "study.db was missing: rebuilt it from" in done.stdout and "torn by a crash" in done.stdout
-    assert f"trial {torn_id} had no record" in done.stdout
+    assert main(["search", "--resume", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "study.db was missing: rebuilt it from" in out and "torn by a crash" in out
+    assert f"trial {torn_id} had no record" in out
     lines = read_lines(records)
     after = {r["trial_id"]: r for r in lines}
     assert len(after) == 4 and all(r["status"] == "complete" for r in after.values())

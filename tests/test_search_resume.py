@@ -1,8 +1,9 @@
 """`mtard search` killed and resumed: real Ray, Optuna and torch, `mtard search` as a subprocess.
 
-SIGKILL of the search driver (and the local Ray it runs) mid-search, then `--resume`, on both
-kinds of trial (direct and Ray Train); and a direct trial's own process SIGKILLed mid-epoch,
-retried by Tune from its last checkpoint. (A separate file from test_search_run.py so the two
+SIGKILL of the search driver mid-search, then `--resume`: a lost machine (the driver and the local
+Ray it started die together) with direct trials, a lost job (the driver joined a cluster that stays
+up) with Ray Train trials; and a direct trial's own process SIGKILLed mid-epoch, retried by Tune from
+its last checkpoint. (A separate file from test_search_run.py so the two
 test processes of the suite can run them side by side.)
 """
 
@@ -51,24 +52,31 @@ def _kill_session(proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
-def _start_search(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def _start_search(args: list[str], cwd: Path, log: Path, command: str = "search", ray=None) -> subprocess.Popen:
+    """`mtard COMMAND ARGS` in its own session. With `ray` (the test's local Ray), the driver joins that
+    cluster, as a `ray job` on a cluster head does: killing the driver then leaves the cluster up."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mtard.cli", "search", *args], cwd=cwd, env=env,
+    address = ["--address", ray.get_runtime_context().gcs_address] if ray is not None else []
+    return subprocess.Popen([sys.executable, "-m", "mtard.cli", command, *args, *address], cwd=cwd, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("resources", [DIRECT, RAY_TRAIN_1], ids=["direct", "ray_train"])
-def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_path: Path, trained_teachers: Path, resources: dict) -> None:
+@pytest.mark.parametrize(("resources", "lost"), [(DIRECT, "machine"), (RAY_TRAIN_1, "job")], ids=["direct-lost_machine", "ray_train-lost_job"])
+def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_path: Path, trained_teachers: Path, resources: dict, lost: str,
+                                                                         request) -> None:
+    # A lost machine: the driver and the local Ray it started die together; the resume starts a new Ray.
+    # A lost job: the driver joined a cluster (a `ray job` on a head) that stays up; the resume runs on it.
+    ray = request.getfixturevalue("local_ray") if lost == "job" else None
     # The catalog path is relative to the search's working directory: trials must read the same file.
-    catalog = Path(os.path.relpath(trained_teachers, tmp_path))
+    catalog = Path(os.path.relpath(trained_teachers, tmp_path)) if ray is None else trained_teachers
     space_path = write_space(
         tmp_path / "space", catalog, num_samples=3, epochs=2, resources=resources,
         space={"optim.lr": {"loguniform": [0.01, 0.2]}, "balance.w_lr": {"loguniform": [0.005, 0.1]}},
     )
     exp = tmp_path / "runs" / "killed"
     records = exp / "records.jsonl"
-    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "killed"], tmp_path, tmp_path / "first.log")
+    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "killed"], tmp_path, tmp_path / "first.log", ray=ray)
     try:
         _wait_for(lambda: records.is_file() and records.read_text().count("\n") >= 1, 400, proc, "the first finished trial", poll=0.05)
     finally:
@@ -82,11 +90,16 @@ def test_sigkill_then_resume_keeps_finished_trials_and_trains_none_twice(tmp_pat
     stood = {tid: (e["epoch"], checkpoint_metrics(e["checkpoint"])) for tid, e in json.loads((exp / "checkpoints.json").read_text()).items() if tid in in_flight}
     listing = {tid: sorted(p.name for p in Path(r["checkpoint"]).parents[1].glob("checkpoint_*")) for tid, r in before.items()}
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    resumed = subprocess.run([sys.executable, "-m", "mtard.cli", "search", "--resume", str(exp)], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Pareto front" in resumed.stdout
+    if ray is None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        resumed = subprocess.run([sys.executable, "-m", "mtard.cli", "search", "--resume", str(exp)], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "Pareto front" in resumed.stdout
+    else:
+        from mtard.search.run import run_search
+
+        assert run_search(resume=str(exp), storage=None).front
 
     lines = read_lines(records)
     after = {r["trial_id"]: r for r in lines}
@@ -151,7 +164,7 @@ def _trial_processes(root: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Path, trained_teachers: Path) -> None:
+def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Path, trained_teachers: Path, local_ray) -> None:
     epochs = 12  # long enough to kill it mid-run however fast the machine is
     space_path = write_space(
         tmp_path / "space", trained_teachers, num_samples=1, epochs=epochs, max_concurrent=1,
@@ -166,10 +179,11 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path: Pa
         except (OSError, ValueError):
             return False
 
-    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "retried"], tmp_path, tmp_path / "search.log")
+    # The driver joins the test's cluster, whose processes (the trial's among them) are this process's descendants.
+    proc = _start_search([str(space_path), "--storage", str(tmp_path / "runs"), "--name", "retried"], tmp_path, tmp_path / "search.log", ray=local_ray)
     try:
         _wait_for(first_checkpoint, 300, proc, "the first epoch's checkpoint", poll=0.05)
-        victims = _trial_processes(proc.pid)
+        victims = _trial_processes(os.getpid())
         assert len(victims) == 1, victims
         os.kill(victims[0], signal.SIGKILL)  # mid-run: a lost node, an OOM kill
         assert proc.wait(timeout=300) == 0, (tmp_path / "search.log").read_text()[-3000:]
