@@ -108,27 +108,35 @@ def fast_polling(mp: pytest.MonkeyPatch) -> None:
         mp.setenv(key, value)
 
 
-@pytest.fixture(scope="module")
-def local_ray(_trained_teacher_store: tuple[Path, Path]):
-    """One local Ray (2 CPUs, the `mtard_driver` resource of a cluster head) for a module's searches.
+@pytest.fixture(scope="session")
+def _ray_for_this_process():
+    """Shuts down, at the end of the session, the Ray that `local_ray` started in this test process."""
+    import ray
 
-    Started once per module rather than once per search: a start costs seconds, and a test that
-    starts its own while a module fixture's Ray is still up would fail. Ray's workers inherit
-    $MTARD_TEACHERS (the trained tiny teachers) from ray.init; Ray Train polls its workers as
-    often as in a search started by `mtard search`.
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray(_trained_teacher_store: tuple[Path, Path], _ray_for_this_process):
+    """One local Ray (2 CPUs, the `mtard_driver` resource of a cluster head) for this test process's searches.
+
+    Started by the first module that needs it and kept for the next ones: a start costs ~10 s on 2
+    cores. (test_distributed.py shuts it down for clusters of its own; the next module starts it again.)
+    A test that starts its own local Ray in a subprocess gets a cluster of its own beside it. Ray's
+    workers inherit $MTARD_TEACHERS (the trained tiny teachers) from ray.init; Ray Train polls its
+    workers as often as in a search started by `mtard search`.
     """
     import ray
 
-    _, root = _trained_teacher_store
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MTARD_TEACHERS", str(root))
-        fast_polling(mp)
-        ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+    if not ray.is_initialized():
+        _, root = _trained_teacher_store
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MTARD_TEACHERS", str(root))
+            fast_polling(mp)
+            ray.init(address="local", num_cpus=2, resources={"mtard_driver": 1000}, include_dashboard=False,
+                     configure_logging=False, log_to_driver=False)
+    yield ray
 
 
 @pytest.fixture

@@ -344,33 +344,43 @@ def test_evaluate_front_on_a_pareto_json_that_is_not_json_is_one_line(tmp_path: 
 # ---------------------------------------------------------------- slow: one real search per kind of trial
 
 
+# kind: (resources, trials, epochs per trial, settings of its own)
 KINDS = {
-    # kind: (resources, trials); Ray Train with 2 workers per trial runs one trial at a time on 2 CPUs
-    "direct": (DIRECT, 4),
-    "ray_train": (RAY_TRAIN_2, 2),  # the diverging defaults trial and lr 0.05 (TPE seed 0)
+    # direct: 1 epoch of MTARD, 2 trials at a time; TPE's seed 0 draws lr 0.05, 0.1 and 0.2 after the defaults
+    "direct": (DIRECT, 4, 1, {}),
+    # Ray Train, 2 workers per trial: one trial at a time on 2 CPUs. SAT (no teachers) learns in an epoch at lr
+    # 0.2, and MO-ASHA judges at epoch 1 (eta 2): random search's seed 26 draws lr 0.2, then 1e-5, which learns
+    # nothing and is stopped there, so both ranks of its trial must leave the loop at the same epoch.
+    "ray_train": (RAY_TRAIN_2, 3, 2, {"set": {"method.name": "sat"}, "sampler": {"name": "random", "seed": 26},
+                                      "scheduler": {"name": "moasha", "eta": 2, "rungs": [1]}}),
 }
+LEARNS_NOTHING_LR = 1.0e-5
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
 def search(request, tmp_path_factory, _trained_teacher_store, local_ray):
-    """One search: 1 epoch per trial; the defaults trial (lr 1e6) diverges."""
+    """One search; the defaults trial (lr 1e6) diverges."""
     from mtard.search.run import run_search
 
-    resources, trials = KINDS[request.param]
+    resources, trials, epochs, own = KINDS[request.param]
     catalog, _ = _trained_teacher_store
     root = tmp_path_factory.mktemp(f"search_{request.param}")
     space_path = write_space(
-        root / "space", catalog, num_samples=trials, epochs=1, base_lr=DIVERGING_LR, resources=resources,
+        root / "space", catalog, num_samples=trials, epochs=epochs, base_lr=DIVERGING_LR, resources=resources,
+        extra_set=own.get("set"),
         space={
-            "optim.lr": {"choice": [DIVERGING_LR, 0.05, 0.1, 0.2]},
+            "optim.lr": {"choice": [DIVERGING_LR, LEARNS_NOTHING_LR, 0.2] if "scheduler" in own else [DIVERGING_LR, 0.05, 0.1, 0.2]},
             "balance.w_lr": {"loguniform": [0.005, 0.1]},
             "balance.learn_temperature": {"choice": [True, False]},
             "balance.tau_max": {"uniform": [2, 10], "when": {"balance.learn_temperature": True}},
         },
     )
-    data = run_search(space_path, storage=str(root / "runs"), name="s")
+    data = yaml.safe_load(space_path.read_text())
+    data.update({k: v for k, v in own.items() if k != "set"})
+    space_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    review = run_search(space_path, storage=str(root / "runs"), name="s")
     pgs = local_ray.util.placement_group_table()
-    return SimpleNamespace(kind=request.param, exp=root / "runs" / "s", data=data, pgs=pgs, trials=trials)
+    return SimpleNamespace(kind=request.param, exp=root / "runs" / "s", data=review, pgs=pgs, trials=trials, epochs=epochs)
 
 
 @pytest.mark.slow
@@ -380,20 +390,20 @@ def test_search_front_records_and_curves(search) -> None:
     assert len(trials) == search.trials
     pareto = read_csv(exp / "pareto.csv")
     assert pareto, "some trial must complete"
-    assert {r["trial_id"] for r in pareto} == brute_force_front(trials, budget=1)
+    assert {r["trial_id"] for r in pareto} == brute_force_front(trials, budget=search.epochs)
     assert {r.trial_id for r in search.data.front} == {r["trial_id"] for r in pareto}
     checkpoints = json.loads((exp / "checkpoints.json").read_text())
     for r in search.data.records:
         if r.status != "complete":
             continue
-        # trained its 1-epoch budget exactly once; the record points at that epoch's checkpoint
+        # trained its budget exactly once; the record points at the last epoch's checkpoint
         if search.kind == "ray_train":
-            assert snapshot_epochs(exp / f"train-{r.trial_id}") == [1]
+            assert snapshot_epochs(exp / f"train-{r.trial_id}") == list(range(1, search.epochs + 1))
             assert r.checkpoint.startswith(str(exp / f"train-{r.trial_id}" / "checkpoint_"))
         else:
-            assert r.checkpoint == str(exp / f"trial-{r.trial_id}" / "checkpoint_000000" / "checkpoint.pt")
-        assert checkpoints[r.trial_id] == {"epoch": 1, "checkpoint": r.checkpoint}
-        assert checkpoint_metrics(r.checkpoint)["epoch"] == 1
+            assert r.checkpoint == str(exp / f"trial-{r.trial_id}" / f"checkpoint_{search.epochs - 1:06d}" / "checkpoint.pt")
+        assert checkpoints[r.trial_id] == {"epoch": search.epochs, "checkpoint": r.checkpoint}
+        assert checkpoint_metrics(r.checkpoint)["epoch"] == search.epochs
         # compute accounting: the trial's time in epochs, and a measured start-up
         assert r.train_time_s == r.metrics["time_in_epochs_s"] > 0
         assert r.startup_s is not None and r.startup_s >= 0
@@ -417,8 +427,9 @@ def test_optuna_study_holds_every_trial_with_both_values(search) -> None:
             assert t.state == optuna.trial.TrialState.COMPLETE
             assert t.values == [rec["metrics"]["val_clean_acc"], rec["metrics"]["val_pgd_acc"]]
             assert t.params == rec["params"]
-        else:
-            assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["mtard_status"] == rec["status"]
+        else:  # stopped at a rung: pruned; diverged: failed
+            state = optuna.trial.TrialState.PRUNED if rec["status"] == "stopped" else optuna.trial.TrialState.FAIL
+            assert t.state == state and t.user_attrs["mtard_status"] == rec["status"]
     assert {t.number for t in study.best_trials} <= {by_tune[tid].number for tid, r in records.items() if r["status"] == "complete"}
 
 
@@ -434,14 +445,27 @@ def test_diverging_defaults_trial_fails_cleanly_and_the_search_continues(search)
     assert float(d["optim.lr"]) == DIVERGING_LR
     rec = next(r for r in search.data.records if r.is_default)
     assert rec.params == {"optim.lr": DIVERGING_LR, "balance.w_lr": 0.025, "balance.learn_temperature": True, "balance.tau_max": 10.0}
-    assert rec.epochs == 1 and rec.budget == 1 and rec.checkpoint == ""  # no good epoch to keep
+    assert rec.epochs == 1 and rec.budget == search.epochs and rec.checkpoint == ""  # no good epoch to keep
     assert rec.trial_id in {e.record.trial_id for e in search.data.excluded}
     # the search went on: every trial finished, the others trained normally
     assert sum(r["status"] == "complete" for r in trials) >= 1
-    assert all(r["status"] in ("complete", "diverged") for r in trials)
+    assert all(r["status"] in ("complete", "diverged", "stopped") for r in trials)
     for r in trials:
         if r["status"] == "diverged":
             assert float(r["optim.lr"]) == DIVERGING_LR
+
+
+@pytest.mark.slow
+def test_a_ray_train_trial_dominated_at_a_rung_stops_on_every_rank(search) -> None:
+    if search.kind != "ray_train":
+        pytest.skip("the direct search has no rungs (test_moasha_search.py stops direct trials)")
+    from test_moasha_search import check_rung_stops
+
+    stopped = check_rung_stops(search.exp, search.data, epochs=search.epochs)
+    assert sorted(r.params["optim.lr"] for r in search.data.records) == sorted([DIVERGING_LR, 0.2, LEARNS_NOTHING_LR])
+    assert [r.trial_id for r in search.data.records if r.params["optim.lr"] == LEARNS_NOTHING_LR] == list(stopped)
+    for tid in stopped:  # both ranks left the loop at the rung: Ray Train recorded epoch 1 only, and nothing hung
+        assert snapshot_epochs(search.exp / f"train-{tid}") == [1]
 
 
 @pytest.mark.slow
