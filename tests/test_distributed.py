@@ -315,10 +315,12 @@ def test_two_workers_learn_and_stay_in_lockstep(local_ray, recording, dist_cfg) 
     assert_placement_groups_removed()
 
 
-def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, recording, dist_cfg) -> None:
+def test_killed_worker_restarts_from_the_last_checkpoint_and_the_run_resumes_later(local_ray, recording, dist_cfg) -> None:
     from mtard.distributed import train_distributed
 
-    cfg = dist_cfg("optim.epochs=2", "scaling.max_failures=1", "eval.pgd_steps=0", name="killed")
+    # Selecting the best epoch on clean accuracy: best.pt must outlive Ray Train's 2 kept checkpoints.
+    best = ("eval.select=best", "eval.select_criterion=clean", "eval.select_every=1")
+    cfg = dist_cfg("optim.epochs=2", "scaling.max_failures=1", "eval.pgd_steps=0", *best, name="killed")
     run_dir = Path(cfg.out_dir) / cfg.name
     (run_dir / "records").mkdir(parents=True)
     (run_dir / "records" / "kill.json").write_text(json.dumps({"rank": 1, "epoch": 2}))
@@ -342,11 +344,12 @@ def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, recording, d
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        final = train_distributed(cfg)
+        first = train_distributed(cfg)
     finally:
         stop.set()
         thread.join()
 
+    # 1. A worker killed mid-run: the group restarts once, from epoch 1's checkpoint.
     assert len(killed) == 1
     starts = {rank: records(run_dir, rank, "start") for rank in (0, 1)}
     resumes = {rank: records(run_dir, rank, "resume") for rank in (0, 1)}
@@ -359,31 +362,22 @@ def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, recording, d
         assert first_pid != second_pid
         # Epoch 1 ran once (first group); the restarted group began at epoch 2.
         assert [(r["pid"], r["epoch"]) for r in reports[rank]] == [(first_pid, 1), (second_pid, 2)]
-    assert final["epoch"] == cfg.optim.epochs == 2
+    assert first["epoch"] == cfg.optim.epochs == 2
     assert [m["epoch"] for m in read_metrics(run_dir)] == [1, 2]
-    assert ckpt.read(Path(final["checkpoint"]))["epoch"] == 2
+    assert ckpt.read(Path(first["checkpoint"]))["epoch"] == 2
     assert_placement_groups_removed()
 
-
-def test_same_storage_and_name_resumes(local_ray, dist_cfg) -> None:
-    from mtard.distributed import train_distributed
-
-    # Selecting the best epoch on clean accuracy: best.pt must outlive Ray Train's 2 kept checkpoints.
-    best = ("eval.select=best", "eval.select_criterion=clean", "eval.select_every=1")
-    cfg = dist_cfg("optim.epochs=1", "eval.pgd_steps=0", *best, name="resumed")
-    first = train_distributed(cfg)
-    assert first["epoch"] == 1
-    run_dir = Path(cfg.out_dir) / cfg.name
+    # 2. The same storage and name again: refused before any worker starts, unless --resume.
     with pytest.raises(MtardError, match="already holds a run.*--resume"):
-        train_distributed(cfg)  # refused before any worker starts
-
+        train_distributed(cfg)
+    (run_dir / "records" / "kill.json").unlink()
     cfg.optim.epochs = 3
     second = train_distributed(cfg, resume=True)
     assert second["epoch"] == 3
-    # Rank 0 appends to the run's log: epoch 1 once (first run), then only epochs 2 and 3.
+    # Rank 0 appends to the run's log: epochs 1 and 2 once (first run), then only epoch 3.
     rows = read_metrics(run_dir)
     assert [m["epoch"] for m in rows] == [1, 2, 3]
-    assert without_timing(rows[0]) == without_timing({k: v for k, v in first.items() if k != "checkpoint"})
+    assert without_timing(rows[1]) == without_timing({k: v for k, v in first.items() if k != "checkpoint"})
     assert ckpt.read(Path(second["checkpoint"]))["epoch"] == 3
     assert Path(second["checkpoint"]).parent != Path(first["checkpoint"]).parent
     accs = [m["val_clean_acc"] for m in rows]
