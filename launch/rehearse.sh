@@ -110,7 +110,7 @@ stop_cluster() {
   # is left in the session it leads; SIGKILL what ignores SIGTERM.
   if kill -0 "$HEAD_PID" 2>/dev/null; then
     run kill -TERM "$HEAD_PID" || true
-    for ((i = 0; i < 15; i++)); do kill -0 "$HEAD_PID" 2>/dev/null || break; sleep 1; done
+    for ((i = 0; i < 75; i++)); do kill -0 "$HEAD_PID" 2>/dev/null || break; sleep 0.2; done  # up to 15 s
   fi
   # (zombies excluded: they are already dead, waiting for their parent to reap them)
   session_pids() { ps -eo pid=,sid=,stat= | awk -v s="$SESSION" '$2 == s && $3 !~ /^Z/ { print $1 }'; }
@@ -118,12 +118,13 @@ stop_cluster() {
   if [[ -n "${pids// /}" ]]; then
     # shellcheck disable=SC2086
     show kill -TERM $pids; kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 10; i++)); do [[ -z "$(session_pids)" ]] && break; sleep 1; done
+    # (the fake nodes' raylets take ~10 s to honour SIGTERM; the results are checked by now, so 3 s of grace)
+    for ((i = 0; i < 15; i++)); do [[ -z "$(session_pids)" ]] && break; sleep 0.2; done
     pids="$(session_pids | tr '\n' ' ')"
     if [[ -n "${pids// /}" ]]; then
       # shellcheck disable=SC2086
       show kill -KILL $pids; kill -KILL $pids 2>/dev/null || true
-      for ((i = 0; i < 10; i++)); do [[ -z "$(session_pids)" ]] && break; sleep 1; done
+      for ((i = 0; i < 50; i++)); do [[ -z "$(session_pids)" ]] && break; sleep 0.2; done
     fi
   fi
   if [[ -n "$(session_pids)" ]]; then

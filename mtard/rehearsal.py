@@ -150,7 +150,7 @@ def wait_for_nodes(addr: str, want: int, head_pid: int, cluster: dict[str, Any])
                 shown = {k: v for k, v in n.resources_total.items() if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
                 say(f"  {'head  ' if n.is_head_node else 'worker'} {n.node_id} {shown}")
             break
-        time.sleep(2)
+        time.sleep(1)
     else:
         sys.exit(f"timed out waiting for nodes (last: {last}, last error: {err})")
     # The job API is a separate dashboard module that can come up after the State API.
@@ -193,7 +193,7 @@ def wait_for_job(addr: str, job_id: str, timeout_s: int) -> int:
                 say(f"infeasible resource request:\n  {line}\n  (the fake worker nodes offer what launch/local_cluster.yaml lists)")
                 client.stop_job(job_id)
                 return 1
-        time.sleep(5)
+        time.sleep(1)  # a status request is cheap; a rehearsal job ends within seconds of its search
 
 
 def snapshot_working_dir(repo: str, run: Path) -> None:
