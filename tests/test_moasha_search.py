@@ -24,7 +24,7 @@ from mtard.checkpoint import read
 
 pytestmark = pytest.mark.slow
 
-TRIALS, CONCURRENCY = 8, 2
+TRIALS, CONCURRENCY = 6, 2
 EPOCHS = 2  # one epoch past the rung: kept trials finish, stopped ones end at the rung
 SPACE = {"optim.lr": {"choice": [1.0e-5, 0.2]}}
 SCHEDULER = {"name": "moasha", "eta": 2, "rungs": [1]}

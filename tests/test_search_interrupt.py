@@ -36,7 +36,7 @@ def _cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
 def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path, trained_teachers: Path, local_ray, capsys) -> None:
     from mtard.cli import main
 
-    space_path = write_space(tmp_path / "space", trained_teachers, num_samples=4, epochs=2, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
+    space_path = write_space(tmp_path / "space", trained_teachers, num_samples=3, epochs=2, space={"optim.lr": {"loguniform": [0.01, 0.2]}})
     exp = tmp_path / "runs" / "exp"
     records = exp / "records.jsonl"
 
@@ -63,7 +63,7 @@ def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path,
     assert f"interrupted: continue with mtard search --resume {exp}" in log
     assert "Pareto front" not in log and "Tuner.restore" not in log  # no normal-looking final table, one hint
     kept = {r["trial_id"]: r for r in read_lines(records)}
-    assert 1 <= len(kept) < 4
+    assert 1 <= len(kept) < 3
     study = load_study(exp)
     assert study.metric_names == METRICS
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]  # nothing called orphaned
@@ -83,7 +83,7 @@ def test_second_driver_ctrl_c_sigterm_torn_record_and_lost_study(tmp_path: Path,
     assert f"trial {torn_id} had no record" in out
     lines = read_lines(records)
     after = {r["trial_id"]: r for r in lines}
-    assert len(after) == 4 and all(r["status"] == "complete" for r in after.values())
+    assert len(after) == 3 and all(r["status"] == "complete" for r in after.values())
     for tid, rec in kept.items():  # the torn one included: rebuilt with the same numbers
         assert after[tid]["metrics"] == rec["metrics"]
     study = load_study(exp)
