@@ -209,7 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtard", description="MTARD training and accuracy-robustness search")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_command(sub)
+    _add_evaluate_command(sub)
+    _add_teachers_command(sub)
+    _add_search_command(sub)
+    _add_evaluate_front_command(sub)
+    _add_confirm_front_command(sub)
+    _add_compare_command(sub)
+    return parser
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one model from a YAML config")
     p.add_argument("config", nargs="?", help="YAML file or bundled config name (e.g. digits_mtard)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. --set optim.lr=0.05")
@@ -223,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--help-fields", action="store_true", help="list every config field with its type and default")
     p.set_defaults(func=_train)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="clean / FGSM / PGD / CW / AutoAttack table of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--split", default="test", choices=["val", "test"])
@@ -236,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="attack under bf16 autocast (default fp32, as the official evaluations: a low-precision gradient can weaken the attack)")
     p.set_defaults(func=_evaluate)
 
+
+def _add_teachers_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("teachers", help="the teacher catalog")
     tsub = p.add_subparsers(dest="teachers_command", required=True)
     t = tsub.add_parser("list", help="catalog entries, their state and validation accuracy")
@@ -252,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "where `mtard search --storage STORAGE` finds it from any machine (on a cluster: launch/train_teacher.sh)")
     t.set_defaults(func=_teachers_train)
 
+
+def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="multi-objective Ray Tune + Optuna search (clean vs robust accuracy)")
     p.add_argument("space", nargs="?", help="a search space YAML file, or the name of a shipped one (digits_tiny, the default; digits_methods, cifar10_resnet18, ...)")
     p.add_argument("--storage", help="experiment parent directory or s3:// URI (default: ./runs)")
@@ -264,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "would run and print the search's cost in device-hours (upper bound and expected under MO-ASHA)")
     p.set_defaults(func=_search)
 
+
+def _add_evaluate_front_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-front", help="evaluate a search's Pareto front on the test split (full attack suite)")
     p.add_argument("exp_dir", metavar="EXP_DIR", help="the search's experiment directory, e.g. runs/digits_tiny (holds pareto.json)")
     p.add_argument("--attacks", help="comma-separated (default: clean,pgd20_sat,pgd20_trades,cw,autoattack)")
@@ -273,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the data set lives (default: each run's data.root)")
     p.set_defaults(func=_evaluate_front)
 
+
+def _add_confirm_front_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("confirm-front", help="retrain the front (+ the official defaults, + baselines) over seeds at a full budget; test-split table with mean ± sd")
     p.add_argument("exp_dir", metavar="EXP_DIR", help="the search's experiment directory, e.g. runs/digits_tiny")
     p.add_argument("--members", help="comma-separated trial ids (default: the search's Pareto front)")
@@ -287,11 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted confirmation (nothing finished is retrained)")
     p.set_defaults(func=_confirm_front)
 
+
+def _add_compare_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="one review of several searches: a front and a hypervolume per search (e.g. MTARD vs SAT)")
     p.add_argument("experiments", nargs="+", metavar="[LABEL=]EXP_DIR", help="experiment directories written by `mtard search`")
     p.add_argument("--out", default="runs/compare", help="where the combined review goes (default: runs/compare)")
     p.set_defaults(func=_compare)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

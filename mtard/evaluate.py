@@ -470,8 +470,7 @@ def evaluate_checkpoint(
     location is checked before any attack runs, and `on_results` (e.g. printing the table) gets the
     results before the report is written, so a failing write cannot lose them.
     """
-    from mtard.checkpoint import model_from_payload, read
-    from mtard.data import load_splits
+    from mtard.checkpoint import read
 
     # Cheap user-input checks first: fail before loading anything large.
     if split not in SPLITS:
@@ -484,19 +483,9 @@ def evaluate_checkpoint(
     out_path = Path(out) if out is not None else path.with_name(f"{path.stem}.eval-{split}.json")
     _check_report_location(out_path)
     payload = read(path)
-    data_cfg = _data_config(payload, path, data_root)
     eps = _eps_of(payload) if eps is None else eps
-    model = model_from_payload(payload, path)
-    splits = load_splits(data_cfg)
-    spec = payload.get("model", {})
-    if spec.get("num_classes") not in (None, splits.info.num_classes):
-        raise MtardError(
-            f"{path}: the model has {spec['num_classes']} classes but {data_cfg.name} has "
-            f"{splits.info.num_classes}: evaluate it on the data set it was trained for"
-        )
-    dataset = splits.val if split == "val" else splits.test
-    _check_input_fits(model, dataset, path, data_cfg.name)
-    setting = {"split": split, "dataset": data_cfg.name, "eps": eps, "precision": precision,
+    model, dataset, dataset_name = _model_and_split(payload, path, split, data_root)
+    setting = {"split": split, "dataset": dataset_name, "eps": eps, "precision": precision,
                "samples": min(max_samples, len(dataset)) if max_samples else len(dataset)}
     earlier = _earlier_results(out_path, setting, explicit=out is not None)
     results = evaluate_model(
@@ -513,7 +502,7 @@ def evaluate_checkpoint(
     report = {
         "checkpoint": str(path),
         "split": split,
-        "dataset": data_cfg.name,
+        "dataset": dataset_name,
         "eps": eps,
         "samples": results[0].samples,
         "precision": precision,
@@ -530,6 +519,26 @@ def evaluate_checkpoint(
     except OSError as err:
         raise MtardError(f"could not write the report {out_path} ({err.strerror}): free space there, or give --out another path") from err
     return {**report, "json": str(out_path)}
+
+
+def _model_and_split(payload: dict, path: Path, split: str, data_root: str | None):
+    """The checkpoint's model, the split it is evaluated on (with the data settings it was trained with) and
+    that data set's name; a model whose classes or input size do not fit that data set is refused."""
+    from mtard.checkpoint import model_from_payload
+    from mtard.data import load_splits
+
+    data_cfg = _data_config(payload, path, data_root)
+    model = model_from_payload(payload, path)
+    splits = load_splits(data_cfg)
+    spec = payload.get("model", {})
+    if spec.get("num_classes") not in (None, splits.info.num_classes):
+        raise MtardError(
+            f"{path}: the model has {spec['num_classes']} classes but {data_cfg.name} has "
+            f"{splits.info.num_classes}: evaluate it on the data set it was trained for"
+        )
+    dataset = splits.val if split == "val" else splits.test
+    _check_input_fits(model, dataset, path, data_cfg.name)
+    return model, dataset, data_cfg.name
 
 
 def _earlier_results(out_path: Path, setting: dict[str, Any], *, explicit: bool) -> list[dict]:
