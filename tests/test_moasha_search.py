@@ -58,12 +58,12 @@ def check_rung_stops(exp: Path, data, epochs: int) -> dict[str, dict]:
     return stopped
 
 
-def _space(root: Path, catalog: Path) -> Path:
+def _space(root: Path, catalog: Path, trials: int = TRIALS) -> Path:
     import yaml
 
     # SAT (no teachers) learns in one epoch at lr 0.2 (the base value: the protected defaults trial),
     # so a 1e-5 trial, still at its initial weights, is dominated at the rung.
-    path = write_space(root / "space", catalog, num_samples=TRIALS, epochs=EPOCHS, resources=DIRECT, space=SPACE,
+    path = write_space(root / "space", catalog, num_samples=trials, epochs=EPOCHS, resources=DIRECT, space=SPACE,
                        max_concurrent=CONCURRENCY, base_lr=0.2, extra_set={"method.name": "sat"})
     data = yaml.safe_load(path.read_text())
     data["scheduler"] = SCHEDULER
@@ -94,7 +94,7 @@ def test_no_placement_group_is_left_behind(search) -> None:
 def test_sigkill_then_resume_decides_no_rung_twice(tmp_path: Path, trained_teachers: Path, local_ray) -> None:
     from mtard.search.run import run_search
 
-    space = _space(tmp_path, trained_teachers)
+    space = _space(tmp_path, trained_teachers, trials=4)  # killed after 3 decisions: one trial is left to resume
     exp = tmp_path / "runs" / "k"
     # The driver joins the running cluster (a `ray job` on a head): killing it leaves the cluster up, and
     # the resume runs on that cluster, as after a lost job. (A lost machine: test_search_resume.py.)
