@@ -4,7 +4,8 @@ Every promise of a search is checked on both kinds of trial (`mtard.search.tune_
 trials (one worker: the epoch loop runs in the Tune trial's process) and *Ray Train* trials
 (here with 2 DDP workers each). The slow tests share ONE small search per kind (a module
 fixture): its front, its Optuna study, its diverging defaults trial, its TensorBoard curves, its
-placement groups and the test-set check of its front are checked by separate tests. The
+placement groups and the test-set check of its front are checked by separate tests; the Ray Train
+search also stops a dominated trial at an MO-ASHA rung, which both workers must leave together. The
 kill-and-resume tests are in test_search_resume.py. The fast tests at the top need no Ray cluster.
 """
 
