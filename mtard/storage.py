@@ -82,7 +82,8 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def _json_object(line: str) -> dict | None:
+def parse_json_object(line: str) -> dict | None:
+    """`line` parsed as a JSON object; None for anything else (torn, empty, a list)."""
     try:
         value = json.loads(line)
     except ValueError:
@@ -94,7 +95,7 @@ def read_json_lines(path: Path) -> list[dict]:
     """The JSON objects of a JSONL log, in order; blank lines and lines torn by a crash are skipped."""
     if not path.is_file():
         return []
-    return [obj for line in path.read_text().splitlines() if (obj := _json_object(line)) is not None]
+    return [obj for line in path.read_text().splitlines() if (obj := parse_json_object(line)) is not None]
 
 
 def drop_torn_lines(path: Path) -> int:
@@ -102,7 +103,7 @@ def drop_torn_lines(path: Path) -> int:
     if not path.is_file():
         return 0
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    good = [line for line in lines if _json_object(line) is not None]
+    good = [line for line in lines if parse_json_object(line) is not None]
     if len(good) < len(lines):
         atomic_write(path, "".join(line + "\n" for line in good))
     return len(lines) - len(good)
@@ -173,6 +174,10 @@ def read_into(uri: str, path: Path) -> None:
     """Stream one file from a URI into the local `path` (written in place: give it a temporary
     file); OSError (or pyarrow's error) if it cannot be read."""
     fs, remote = _filesystem(uri)
+    _stream_into(fs, remote, path)
+
+
+def _stream_into(fs, remote: str, path: Path) -> None:
     with fs.open_input_stream(remote) as src, open(path, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
 
@@ -236,8 +241,7 @@ def get_file(fs, folder: str, name: str, local: Path) -> bool:
     """Copy `folder/name` on a pyarrow filesystem into the local file `local` (the twin of `put_atomic`);
     False when it is not there."""
     try:
-        with fs.open_input_stream(f"{folder}/{name}") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        _stream_into(fs, f"{folder}/{name}", local)
     except FileNotFoundError:
         return False
     return True

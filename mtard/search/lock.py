@@ -51,11 +51,7 @@ def describe(holder: dict) -> str:
 
 
 def _parse(text: str | None) -> dict | None:
-    try:
-        holder = json.loads(text or "")
-    except ValueError:
-        return None
-    return holder if isinstance(holder, dict) else None
+    return storage.parse_json_object(text or "")
 
 
 def _refusal(files: ExperimentFiles, holder: dict | None) -> MtardError:
