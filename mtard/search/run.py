@@ -109,14 +109,12 @@ def _run_search(space, *, storage, name, address, resume, num_samples, final_eva
         # STORE_DIR: the staged teachers' folder in the same storage.
         check_folder_name(name, "--name", reserved=(STORE_DIR,), example="digits_tiny")
         files = ExperimentFiles(absolute(storage, "runs"), name)
-        if _experiment_exists(files):
-            raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+        _refuse_existing(files)
         created = first_missing(files.local)
         _check_storage(files)
     with hold_experiment(files):  # one driver per experiment, for its whole life
         if not resume:
-            if _experiment_exists(files):  # another driver got here first and finished meanwhile
-                raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
+            _refuse_existing(files)  # again: another driver may have got here first and finished meanwhile
         try:
             if not resume:
                 _save_space(loaded, files)
@@ -128,6 +126,11 @@ def _run_search(space, *, storage, name, address, resume, num_samples, final_eva
             if not resume:
                 _forget_failed_start(files, created)
             raise
+
+
+def _refuse_existing(files: ExperimentFiles) -> None:
+    if _experiment_exists(files):
+        raise MtardError(f"{files.uri} already holds a search: continue it with --resume {files.uri}, or pick another --name")
 
 
 def _forget_failed_start(files: ExperimentFiles, created: Path | None) -> None:
