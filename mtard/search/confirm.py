@@ -115,15 +115,14 @@ def plan_members(space: SearchSpace, pareto: dict, records: list, member_ids: li
         if unknown:
             raise MtardError(f"--members: no trial {unknown[0]!r} in this search; its trials: {', '.join(by_id) or 'none'}")
         chosen = list(dict.fromkeys(member_ids))
-    members = []
-    for tid in chosen:
-        r = by_id[tid]
-        members.append(Member(tid, FRONT if tid in front_ids else DEFAULTS if r.is_default else CHOSEN, r.method,
-                              dict(r.params), {o.metric: r.metrics.get(o.metric) for o in objectives}, bool(r.is_default)))
+
+    def member(r, kind: str) -> Member:
+        return Member(r.trial_id, kind, r.method, dict(r.params), {o.metric: r.metrics.get(o.metric) for o in objectives},
+                      bool(r.is_default))
+
+    members = [member(by_id[tid], FRONT if tid in front_ids else DEFAULTS if by_id[tid].is_default else CHOSEN) for tid in chosen]
     defaults = [r for r in records if r.is_default and r.trial_id not in chosen]
-    for r in defaults[:1]:  # the reference point, even when it diverged or is off the front
-        members.append(Member(r.trial_id, DEFAULTS, r.method, dict(r.params),
-                              {o.metric: r.metrics.get(o.metric) for o in objectives}, True))
+    members += [member(r, DEFAULTS) for r in defaults[:1]]  # the reference point, even when it diverged or is off the front
     for method in baselines:
         if method not in BASELINE_METHODS:
             raise MtardError(f"--baselines: unknown method {method!r}; choose from {','.join(BASELINE_METHODS)}")
@@ -385,20 +384,23 @@ class ConfirmProgress(SearchProgress):
         )
         try:
             append_line(self.files.local / RUNS, json.dumps(json_safe(result.to_dict()), sort_keys=True))
-            data = self.review()
+            done = self.results()
+            data = self.review(done)
         except Exception as err:  # never let bookkeeping kill the runs
             print(f"[confirm] warning: could not record run {key}: {err!r}", file=sys.stderr)
             return
         accs = " ".join(f"{a}={v:.4f}" for a, v in result.test.items())
         why = f" ({reason})" if reason else ""
-        print(f"[confirm] {len(self.results())}/{self.total} done, {time.time() - self._t0:.0f}s | {key} {status} {accs}{why}"
+        print(f"[confirm] {len(done)}/{self.total} done, {time.time() - self._t0:.0f}s | {key} {status} {accs}{why}"
               f" | confirmed front {', '.join(data.front) or '-'}", flush=True)
 
-    def review(self, *, tensorboard: bool = True) -> ConfirmData:
+    def review(self, results: list[RunResult] | None = None, *, tensorboard: bool = True) -> ConfirmData:
+        """The aggregates of `results` (default: runs.jsonl as it stands), written out."""
         from mtard.search.confirm_render import write_confirmed
 
         objectives = [Objective.from_dict(o.to_dict()) for o in self.space.objectives]
-        data = compute_confirm(self.plan.members, self.results(), objectives, self.plan.attacks, self.plan.seeds)
+        data = compute_confirm(self.plan.members, self.results() if results is None else results, objectives, self.plan.attacks,
+                               self.plan.seeds)
         write_confirmed(self.files.local, data, self.plan.epochs, tensorboard=tensorboard)
         self.files.push(names=CONFIRM_FILES)
         return data
