@@ -95,6 +95,17 @@ def run_arm(source: dict, arm: str, seed: int, trials: int, root: Path, schedule
     return run_search(path, storage=str(root / "runs"), name=name).records  # in finishing order
 
 
+def _scheduler_arg(text: str) -> dict:
+    """--scheduler: a YAML mapping (the space validates its keys); argparse names the option on bad input."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a mapping, e.g. '{name: moasha, eta: 3, rungs: [4]}'")
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="digits_tiny")
@@ -106,7 +117,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
                     help="the arms to run (full-budget random always runs: it sets the target; default: all four)")
     ap.add_argument("--keep", type=Path, help="keep the searches in this folder, and reuse those already finished there")
-    ap.add_argument("--scheduler", type=yaml.safe_load, metavar="YAML",
+    ap.add_argument("--scheduler", type=_scheduler_arg, metavar="YAML",
                     help="the MO-ASHA arms' scheduler instead of the space's, e.g. '{name: moasha, eta: 3, rungs: [4]}' (an attempt)")
     args = ap.parse_args()
     moasha_trials = 2 * args.trials if args.moasha_trials is None else args.moasha_trials
